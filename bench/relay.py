@@ -1,0 +1,584 @@
+"""Relay benchmark: mikoto-rtc against a reference Node socket.io server.
+
+    /work/main/.venv/bin/python bench/relay.py [--quick]
+
+Starts our node (`python -m signaling serve`) and bench/reference/server.js one
+after the other on 127.0.0.1 (ports 8780-8789), runs the same load generator
+(bench/loadgen.js) against each, samples each server's CPU time and RSS from
+/proc, and prints a table. Not part of CI. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PORTS = range(8780, 8790)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVER_CPU = "0"
+LOADGEN_CPU = "1"
+
+
+# --------------------------------------------------------------------- /proc
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    out.extend(int(x) for x in f.read().split())
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return out
+
+
+def _tree(pid: int) -> list[int]:
+    """pid and all its descendants (a server that forks workers is counted whole)."""
+    seen, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.append(p)
+        todo.extend(_children(p))
+    return seen
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the process tree, in seconds."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / CLK_TCK
+
+
+def rss_kb(pid: int) -> int:
+    """VmRSS of the process tree, in kB."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
+
+
+# --------------------------------------------------------------------- processes
+@dataclass
+class Procs:
+    """Every process this run started; all are ended in `close()`."""
+
+    started: list[subprocess.Popen[Any]] = field(default_factory=list)
+
+    def spawn(self, argv: list[str], **kw: Any) -> subprocess.Popen[Any]:
+        proc = subprocess.Popen(argv, start_new_session=True, **kw)
+        self.started.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(5)
+        else:
+            # The leader is gone; end anything it left in its own process group.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def close(self) -> None:
+        for proc in reversed(self.started):
+            try:
+                self.stop(proc)
+            except Exception as exc:  # keep going: every process must be ended
+                print(f"relay.py: could not stop pid {proc.pid}: {exc}", file=sys.stderr)
+
+
+def pin(cpu: str) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", cpu]
+    return []
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_ports(n: int) -> list[int]:
+    free = [p for p in PORTS if port_free(p)]
+    if len(free) < n:
+        raise SystemExit(f"relay.py: need {n} free ports in 8780-8789, found {free}")
+    return free[:n]
+
+
+def wait_ready(proc: subprocess.Popen[Any], port: int, log: Path, timeout: float = 30.0) -> None:
+    """Poll the port, then GET /healthz until 200; fail fast if the server died."""
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{port}/healthz"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{tail(log)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                pass
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server on port {port} not ready after {timeout}s:\n{tail(log)}")
+
+
+def wait_quiet(pid: int, timeout: float = 15.0) -> None:
+    """Wait until the server uses < 2% CPU over 250 ms (e.g. after mass disconnects)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c0 = cpu_seconds(pid)
+        time.sleep(0.25)
+        if cpu_seconds(pid) - c0 < 0.005:
+            return
+
+
+def tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+# --------------------------------------------------------------------- loadgen
+class Loadgen:
+    """One loadgen.js run; samples the server's /proc at its MARK lines."""
+
+    def __init__(self, procs: Procs, server_pid: int, url: str, token: str, args: list[str],
+                 timeout: float, log: Path) -> None:
+        self.server_pid = server_pid
+        self.timeout = timeout
+        self.marks: dict[str, dict[str, float]] = {}
+        self.holding = threading.Event()
+        self.log = log
+        argv = [*pin(LOADGEN_CPU), "node", str(BENCH / "loadgen.js"),
+                "--url", url, "--token", token, *args]
+        self.proc = procs.spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=BENCH)
+        self._stderr_lines: list[str] = []
+        self._stdout: list[str] = []
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+        self._out_reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._out_reader.start()
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._stdout.append(line)
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        with self.log.open("a") as logf:
+            for line in self.proc.stderr:
+                if line.startswith("MARK "):
+                    ev = json.loads(line[5:])
+                    self.marks[ev["event"]] = {
+                        "cpu": cpu_seconds(self.server_pid),
+                        "rss": rss_kb(self.server_pid),
+                        "t": time.monotonic(),
+                    }
+                    if ev["event"] == "holding":
+                        self.holding.set()
+                logf.write(line)
+                self._stderr_lines.append(line)
+
+    def release(self) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write("release\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def result(self) -> dict[str, Any]:
+        # Not communicate(): it would read stderr too, racing the MARK reader.
+        try:
+            self.proc.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"loadgen did not finish within {self.timeout}s") from exc
+        self._reader.join(5)
+        self._out_reader.join(5)
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        lines = [ln for ln in "".join(self._stdout).splitlines() if ln.strip()]
+        if not lines:
+            raise RuntimeError("loadgen printed no result:\n" + "".join(self._stderr_lines[-20:]))
+        res: dict[str, Any] = json.loads(lines[-1])
+        if not res.get("ok"):
+            print(f"  warning: loadgen reported a problem: {json.dumps(res)[:400]}",
+                  file=sys.stderr)
+        return res
+
+
+# --------------------------------------------------------------------- servers
+def mint_token(secret: str) -> str:
+    import jwt  # PyJWT, in the project's venv
+
+    now = int(time.time())
+    claims = {
+        "sub": "bench",
+        "name": "bench",
+        "exp": now + 3600,
+        "grants": {"rooms": ["*"], "publish": True, "subscribe": True},
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def start_mikoto(procs: Procs, port: int, workdir: Path, log_level: str
+                 ) -> tuple[subprocess.Popen[Any], str, Path]:
+    secret = secrets.token_urlsafe(32)
+    env = dict(os.environ)
+    env.update({
+        "MIKOTO_RTC_SECRET": secret,
+        "MIKOTO_RTC_ROOM_MAX_PARTICIPANTS": "100000",
+        "MIKOTO_RTC_LOG_LEVEL": log_level,
+        "PYTHONUNBUFFERED": "1",
+    })
+    log = workdir / "mikoto.log"
+    argv = [*pin(SERVER_CPU), sys.executable, "-m", "signaling", "serve",
+            "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("w") as logf:
+        proc = procs.spawn(argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
+                           stdout=logf, stderr=subprocess.STDOUT)
+    return proc, mint_token(secret), log
+
+
+def start_reference(procs: Procs, port: int, workdir: Path, deflate: bool
+                    ) -> tuple[subprocess.Popen[Any], str, Path]:
+    log = workdir / "reference.log"
+    argv = [*pin(SERVER_CPU), "node", str(BENCH / "reference" / "server.js"),
+            "--port", str(port), "--host", "127.0.0.1"]
+    if deflate:
+        argv.append("--deflate")
+    env = dict(os.environ, ROOM_MAX_PARTICIPANTS="100000")
+    with log.open("w") as logf:
+        proc = procs.spawn(argv, env=env, cwd=BENCH, stdin=subprocess.DEVNULL,
+                           stdout=logf, stderr=subprocess.STDOUT)
+    # Any non-empty token works there; a JWT-shaped one gives it a user id.
+    return proc, mint_token("reference-server-does-not-verify-tokens"), log
+
+
+# --------------------------------------------------------------------- one server
+def bench_server(name: str, procs: Procs, start: Any, port: int, opts: argparse.Namespace,
+                 workdir: Path) -> dict[str, Any]:
+    print(f"== {name}: starting on 127.0.0.1:{port}", file=sys.stderr, flush=True)
+    proc, token, log = start(port)
+    out: dict[str, Any] = {"name": name, "port": port}
+    try:
+        wait_ready(proc, port, log)
+        pid = proc.pid
+        url = f"http://127.0.0.1:{port}"
+        lg_log = workdir / f"loadgen-{name}.log"
+        common = ["--payload", str(opts.payload), "--kind", opts.kind]
+        if opts.no_deflate:
+            common.append("--no-deflate")
+
+        def run(args: list[str], timeout: float) -> Loadgen:
+            return Loadgen(procs, pid, url, token, [*common, *args], timeout, lg_log)
+
+        # Warm-up: a little of everything, so the idle baseline includes loaded code.
+        lg = run(["--mode", "latency", "--pairs", "2", "--rate", "200", "--warmup", "0.5",
+                  "--duration", "1", "--max-seconds", "60"], 90)
+        lg.result()
+        wait_quiet(pid)
+        out["rss_start_kb"] = rss_kb(pid)
+
+        # (c) idle connections: RSS before and while holding.
+        print(f"   idle: {opts.conns} connections", file=sys.stderr, flush=True)
+        base = rss_kb(pid)
+        lg = run(["--mode", "idle", "--conns", str(opts.conns), "--hold", "120",
+                  "--max-seconds", "240"], 260)
+        if not lg.holding.wait(180):
+            lg.release()
+            raise RuntimeError(f"idle: connections not all joined:\n{tail(lg_log)}")
+        wait_quiet(pid, timeout=10)
+        held = rss_kb(pid)
+        lg.release()
+        idle = lg.result()
+        out["idle"] = {
+            **idle,
+            "rss_before_kb": base,
+            "rss_holding_kb": held,
+            "kb_per_conn": (held - base) / opts.conns,
+        }
+        wait_quiet(pid)
+
+        # (b) latency at a fixed offered rate.
+        print(f"   latency: {opts.rate} msgs/s for {opts.duration}s", file=sys.stderr, flush=True)
+        lg = run(["--mode", "latency", "--pairs", str(opts.pairs), "--rate", str(opts.rate),
+                  "--warmup", str(opts.warmup), "--duration", str(opts.duration),
+                  "--max-seconds", str(opts.warmup + opts.duration + 120)],
+                 opts.warmup + opts.duration + 150)
+        lat = lg.result()
+        m = lg.marks
+        if "measure_start" in m and "measure_end" in m:
+            wall = m["measure_end"]["t"] - m["measure_start"]["t"]
+            cpu = m["measure_end"]["cpu"] - m["measure_start"]["cpu"]
+            lat["server_cpu_s"] = cpu
+            lat["server_cpu_util"] = cpu / wall if wall > 0 else None
+        out["latency"] = lat
+        wait_quiet(pid)
+
+        # (a) throughput with a bounded ack window.
+        print(f"   throughput: {opts.pairs} pairs x window {opts.window} for {opts.duration}s",
+              file=sys.stderr, flush=True)
+        lg = run(["--mode", "throughput", "--pairs", str(opts.pairs), "--window",
+                  str(opts.window), "--warmup", str(opts.warmup), "--duration",
+                  str(opts.duration), "--max-seconds", str(opts.warmup + opts.duration + 120)],
+                 opts.warmup + opts.duration + 150)
+        thr = lg.result()
+        m = lg.marks
+        if "measure_start" in m and "measure_end" in m:
+            wall = m["measure_end"]["t"] - m["measure_start"]["t"]
+            cpu = m["measure_end"]["cpu"] - m["measure_start"]["cpu"]
+            thr["server_cpu_s"] = cpu
+            thr["server_cpu_util"] = cpu / wall if wall > 0 else None
+            thr["msgs_per_cpu_s"] = thr["received"] / cpu if cpu > 0 else None
+        out["throughput"] = thr
+        out["rss_end_kb"] = rss_kb(pid)
+        out["ok"] = True
+    except Exception as exc:
+        print(f"   {name} failed: {exc}", file=sys.stderr, flush=True)
+        out["ok"] = False
+        out["error"] = str(exc)
+    finally:
+        procs.stop(proc)
+    return out
+
+
+# --------------------------------------------------------------------- report
+def _get(d: dict[str, Any] | None, *path: str) -> float | None:
+    cur: Any = d
+    for p in path:
+        if not isinstance(cur, dict) or p not in cur:
+            return None
+        cur = cur[p]
+    return cur if isinstance(cur, (int, float)) else None
+
+
+def table(ours: dict[str, Any] | None, ref: dict[str, Any] | None, opts: argparse.Namespace
+          ) -> str:
+    rows: list[tuple[str, float | None, float | None, str]] = [
+        ("relay throughput (msgs/s)",
+         _get(ours, "throughput", "msgs_per_s"), _get(ref, "throughput", "msgs_per_s"), "{:,.0f}"),
+        ("msgs per server CPU-second",
+         _get(ours, "throughput", "msgs_per_cpu_s"), _get(ref, "throughput", "msgs_per_cpu_s"),
+         "{:,.0f}"),
+        (f"p50 latency @ {opts.rate:g} msgs/s (ms)",
+         _get(ours, "latency", "latency_ms", "p50"), _get(ref, "latency", "latency_ms", "p50"),
+         "{:.2f}"),
+        (f"p99 latency @ {opts.rate:g} msgs/s (ms)",
+         _get(ours, "latency", "latency_ms", "p99"), _get(ref, "latency", "latency_ms", "p99"),
+         "{:.2f}"),
+        (f"server CPU @ {opts.rate:g} msgs/s (%)",
+         _pct(_get(ours, "latency", "server_cpu_util")),
+         _pct(_get(ref, "latency", "server_cpu_util")), "{:.1f}"),
+        (f"kB per idle connection (N={opts.conns})",
+         _get(ours, "idle", "kb_per_conn"), _get(ref, "idle", "kb_per_conn"), "{:.1f}"),
+    ]
+    head = ("metric", "mikoto-rtc", "reference", "ratio (this/reference)")
+    body = []
+    for label, a, b, fmt in rows:
+        ratio = f"{a / b:.2f}" if a is not None and b else "-"
+        body.append((label, fmt.format(a) if a is not None else "-",
+                     fmt.format(b) if b is not None else "-", ratio))
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(4)]
+    line = "| " + " | ".join("-" * w for w in widths) + " |"
+
+    def fmt_row(r: tuple[str, ...]) -> str:
+        cells = (c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
+        return "| " + " | ".join(cells) + " |"
+
+    return "\n".join([fmt_row(head), line, *[fmt_row(r) for r in body]])
+
+
+def _pct(x: float | None) -> float | None:
+    return None if x is None else 100 * x
+
+
+def notes(results: list[dict[str, Any]]) -> str:
+    out = []
+    for r in results:
+        if not r.get("ok"):
+            out.append(f"- {r['name']}: FAILED: {r.get('error', '?')[:300]}")
+            continue
+        thr, lat, idle = r["throughput"], r["latency"], r["idle"]
+        server_cpu = _pct(thr.get("server_cpu_util")) or 0
+        out.append(
+            f"- {r['name']}: throughput run: server CPU {server_cpu:.0f}%,"
+            f" loadgen CPU {100 * thr.get('loadgen_cpu_in_window', 0):.0f}%,"
+            f" ack errors {thr.get('ack_errors')}; latency run: sent {lat.get('sent')},"
+            f" received {lat.get('received')}, p99.9 {_fmt(_get(lat, 'latency_ms', 'p999'))} ms,"
+            f" max {_fmt(_get(lat, 'latency_ms', 'max'))} ms; idle: RSS"
+            f" {idle['rss_before_kb'] / 1024:.1f} -> {idle['rss_holding_kb'] / 1024:.1f} MiB"
+            f" for {idle['conns']} conns (setup {idle['setup_s']:.1f}s);"
+            f" permessage-deflate negotiated: {idle.get('deflate_negotiated')}"
+        )
+        if (thr.get("loadgen_cpu_in_window") or 0) > 0.9 and (
+                thr.get("server_cpu_util") or 0) < 0.9:
+            out.append(f"  note: the loadgen was near 100% CPU against {r['name']}:"
+                       " its throughput is a lower bound; msgs per CPU-second still holds.")
+    return "\n".join(out)
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+# --------------------------------------------------------------------- main
+def ensure_node_modules() -> None:
+    if (BENCH / "node_modules" / "socket.io" / "package.json").exists() and (
+        BENCH / "node_modules" / "socket.io-client" / "package.json"
+    ).exists():
+        return
+    print("relay.py: installing bench/node_modules (npm ci)", file=sys.stderr, flush=True)
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=BENCH, check=True, timeout=300)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short runs (about 1 minute in all)")
+    ap.add_argument("--only", choices=["mikoto", "reference"], help="run one server only")
+    ap.add_argument("--pairs", type=int, default=10, help="client pairs (throughput, latency)")
+    ap.add_argument("--window", type=int, default=8, help="outstanding acks per sender")
+    ap.add_argument("--duration", type=float, help="measured seconds (default 10, quick 3)")
+    ap.add_argument("--warmup", type=float, help="seconds before measuring (default 2, quick 1)")
+    ap.add_argument("--rate", type=float, default=500, help="offered msgs/s for latency")
+    ap.add_argument("--conns", type=int, help="idle connections (default 1000, quick 200)")
+    ap.add_argument("--payload", type=int, default=1024, help="approx. signal payload bytes")
+    ap.add_argument("--kind", choices=["description", "candidate"], default="description")
+    ap.add_argument("--no-deflate", action="store_true",
+                    help="loadgen does not offer permessage-deflate (browsers always do)")
+    ap.add_argument("--reference-deflate", action="store_true",
+                    help="enable permessage-deflate on the reference server (off by default,"
+                         " as in socket.io)")
+    ap.add_argument("--log-level", default="WARNING", help="mikoto-rtc log level")
+    ap.add_argument("--json", type=Path, help="also write the raw results here")
+    ap.add_argument("--keep-logs", action="store_true", help="keep the temp dir with logs")
+    opts = ap.parse_args(argv)
+    opts.duration = opts.duration if opts.duration is not None else (3 if opts.quick else 10)
+    opts.warmup = opts.warmup if opts.warmup is not None else (1 if opts.quick else 2)
+    opts.conns = opts.conns if opts.conns is not None else (200 if opts.quick else 1000)
+
+    if not shutil.which("node"):
+        print("relay.py: node not found (Node 20 needed)", file=sys.stderr)
+        return 2
+    ensure_node_modules()
+
+    # 2 fds per idle connection on each side: raise our soft limit; children inherit it.
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = min(hard, max(soft, 4 * opts.conns + 1024))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+    procs = Procs()
+    workdir = Path(tempfile.mkdtemp(prefix="mikoto-relay-bench-"))
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    results: list[dict[str, Any]] = []
+    try:
+        ports = pick_ports(2)
+        pinned = bool(pin(SERVER_CPU))
+        print(f"relay.py: pinning {'server->CPU0, loadgen->CPU1' if pinned else 'unavailable'};"
+              f" logs in {workdir}", file=sys.stderr, flush=True)
+        ours = ref = None
+        if opts.only in (None, "mikoto"):
+            ours = bench_server(
+                "mikoto-rtc", procs,
+                lambda port: start_mikoto(procs, port, workdir, opts.log_level),
+                ports[0], opts, workdir)
+            results.append(ours)
+        if opts.only in (None, "reference"):
+            ref = bench_server(
+                "reference", procs,
+                lambda port: start_reference(procs, port, workdir, opts.reference_deflate),
+                ports[1], opts, workdir)
+            results.append(ref)
+
+        print()
+        print(f"relay benchmark  {time.strftime('%Y-%m-%d %H:%M')}  "
+              f"{os.cpu_count()} CPUs  pairs={opts.pairs} window={opts.window} "
+              f"duration={opts.duration:g}s payload={opts.kind}~{opts.payload}B"
+              f"{' (quick)' if opts.quick else ''}")
+        print(table(ours, ref, opts))
+        print()
+        print(notes(results))
+        if opts.json:
+            meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "options": {
+                k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()}}
+            opts.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+        return 0 if all(r.get("ok") for r in results) else 1
+    except KeyboardInterrupt:
+        print("relay.py: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        procs.close()
+        if opts.keep_logs or not all(r.get("ok") for r in results):
+            print(f"relay.py: logs kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

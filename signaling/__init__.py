@@ -1,0 +1,1 @@
+"""mikoto-rtc signaling node: rooms, participants and WebRTC negotiation relay."""

@@ -1,0 +1,117 @@
+"""The one configuration object: read from MIKOTO_RTC_* variables and CLI flags, validated once."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+PREFIX = "MIKOTO_RTC_"
+# Secrets starting with this are the clearly-marked development values from the
+# sample config; production mode refuses them.
+DEV_SECRET_PREFIX = "dev-"
+MIN_PRODUCTION_SECRET_LEN = 32
+DEFAULT_WEB_DIR = Path(__file__).resolve().parent.parent / "web" / "dist"
+
+
+class Env(StrEnum):
+    DEV = "dev"
+    PRODUCTION = "production"
+
+
+@dataclass(frozen=True)
+class Config:
+    env: Env = Env.DEV
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # None in dev mode means "generate an ephemeral one at start-up".
+    secret: str | None = field(default=None, repr=False)
+    log_level: str = "INFO"
+    web_dir: Path = DEFAULT_WEB_DIR
+    cors_origins: tuple[str, ...] = ()
+    room_max_participants: int = 50
+    max_sdp_bytes: int = 65536
+    max_meta_bytes: int = 2048
+    stun_urls: tuple[str, ...] = ()
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: str | None = field(default=None, repr=False)
+    turn_ttl: int = 3600
+    token_ttl: int = 3600
+    shutdown_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port out of range: {self.port}")
+        if self.room_max_participants < 2:
+            raise ConfigError("room_max_participants must be at least 2")
+        for name in ("max_sdp_bytes", "max_meta_bytes", "turn_ttl", "token_ttl"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.turn_urls and not self.turn_secret:
+            raise ConfigError("turn_urls are set but turn_secret is not")
+        if self.env is Env.PRODUCTION:
+            self._check_production()
+
+    def _check_production(self) -> None:
+        if self.secret is None:
+            raise ConfigError("production mode requires MIKOTO_RTC_SECRET")
+        for label, value in (("MIKOTO_RTC_SECRET", self.secret),
+                             ("MIKOTO_RTC_TURN_SECRET", self.turn_secret)):
+            if value is None:
+                continue
+            if value.startswith(DEV_SECRET_PREFIX):
+                raise ConfigError(f"{label} is a development value; refused in production")
+            if len(value) < MIN_PRODUCTION_SECRET_LEN:
+                raise ConfigError(
+                    f"{label} must be at least {MIN_PRODUCTION_SECRET_LEN} characters in production"
+                )
+
+    @property
+    def dev(self) -> bool:
+        return self.env is Env.DEV
+
+    def with_runtime_secret(self) -> Config:
+        """Return a copy whose secret is set, generating an ephemeral one in dev mode."""
+        if self.secret is not None:
+            return self
+        if not self.dev:  # unreachable through __post_init__, kept as a guard
+            raise ConfigError("production mode requires MIKOTO_RTC_SECRET")
+        return dataclasses.replace(self, secret=DEV_SECRET_PREFIX + secrets.token_urlsafe(32))
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str], **overrides: Any) -> Config:
+        """Build from MIKOTO_RTC_* variables; keyword overrides (CLI flags) win when not None."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from exc
+
+
+def _parse(name: str, type_name: Any, raw: str) -> Any:
+    kind = str(type_name)
+    try:
+        if kind == "Env":
+            return Env(raw.strip().lower())
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw)
+        if kind.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{PREFIX}{name.upper()}: {exc}") from exc
+    return raw

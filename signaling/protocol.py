@@ -1,0 +1,203 @@
+"""Protocol v1: event names, payload parsing and validation (docs/protocol.md is its document).
+
+Parsers are pure functions from an untrusted JSON value to a typed request; each
+raises BadRequest saying what is wrong. They run on every event, so they check
+exactly what the contract states and copy only the fields it names.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from .errors import BadRequest
+from .ids import ParticipantId, RoomId
+
+PROTOCOL_VERSION = 1
+
+
+class ClientEvent(StrEnum):
+    """Events a client sends; every one takes an ack."""
+
+    ROOM_JOIN = "room:join"
+    ROOM_LEAVE = "room:leave"
+    SIGNAL = "signal"
+    PARTICIPANT_UPDATE = "participant:update"
+
+
+class ServerEvent(StrEnum):
+    """Events the server emits."""
+
+    PARTICIPANT_JOINED = "participant:joined"
+    PARTICIPANT_LEFT = "participant:left"
+    PARTICIPANT_UPDATED = "participant:updated"
+    SIGNAL = "signal"
+
+
+class LeaveReason(StrEnum):
+    LEAVE = "leave"
+    DISCONNECT = "disconnect"
+
+
+STATE_KEYS = ("audio", "video", "screen", "hand", "speaking")
+DESCRIPTION_TYPES = frozenset({"offer", "answer", "pranswer", "rollback"})
+ROOM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+MAX_NAME_LEN = 64
+MAX_ID_LEN = 64
+MAX_CANDIDATE_LEN = 1024
+MAX_MID_LEN = 64
+MAX_MLINE_INDEX = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequest:
+    room: RoomId
+    name: str | None
+    meta: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveRequest:
+    room: RoomId
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRequest:
+    room: RoomId
+    to: ParticipantId
+    # The normalized body forwarded to the target: {"description": ...} or {"candidate": ...}.
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRequest:
+    room: RoomId
+    state: dict[str, bool]
+
+
+def _object(data: object, fields: frozenset[str]) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise BadRequest("payload must be an object")
+    unknown = data.keys() - fields
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
+    return data
+
+
+def _room(data: dict[str, Any]) -> RoomId:
+    room = data.get("room")
+    if not isinstance(room, str) or not ROOM_RE.fullmatch(room):
+        raise BadRequest("room must be 1-128 characters of A-Z a-z 0-9 . _ : @ -")
+    return RoomId(room)
+
+
+_JOIN_FIELDS = frozenset({"room", "name", "meta"})
+_ROOM_FIELDS = frozenset({"room"})
+_SIGNAL_FIELDS = frozenset({"room", "to", "description", "candidate"})
+_UPDATE_FIELDS = frozenset({"room", "state"})
+_DESCRIPTION_FIELDS = frozenset({"type", "sdp"})
+_CANDIDATE_FIELDS = frozenset({"candidate", "sdpMid", "sdpMLineIndex", "usernameFragment"})
+
+
+def parse_join(data: object, max_meta_bytes: int) -> JoinRequest:
+    obj = _object(data, _JOIN_FIELDS)
+    room = _room(obj)
+    name = obj.get("name")
+    if name is not None and (not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LEN):
+        raise BadRequest(f"name must be a string of 1-{MAX_NAME_LEN} characters")
+    meta = obj.get("meta")
+    if meta is not None:
+        if not isinstance(meta, dict):
+            raise BadRequest("meta must be an object")
+        if len(json.dumps(meta, separators=(",", ":"))) > max_meta_bytes:
+            raise BadRequest(f"meta exceeds {max_meta_bytes} bytes")
+    return JoinRequest(room=room, name=name, meta=meta)
+
+
+def parse_leave(data: object) -> LeaveRequest:
+    return LeaveRequest(room=_room(_object(data, _ROOM_FIELDS)))
+
+
+def parse_signal(data: object, max_sdp_bytes: int) -> SignalRequest:
+    obj = _object(data, _SIGNAL_FIELDS)
+    room = _room(obj)
+    to = obj.get("to")
+    if not isinstance(to, str) or not 0 < len(to) <= MAX_ID_LEN:
+        raise BadRequest("to must be a participant id")
+    has_description = "description" in obj
+    if has_description == ("candidate" in obj):
+        raise BadRequest("exactly one of description and candidate is required")
+    body: dict[str, Any]
+    if has_description:
+        body = {"description": _description(obj["description"], max_sdp_bytes)}
+    else:
+        body = {"candidate": _candidate(obj["candidate"])}
+    return SignalRequest(room=room, to=ParticipantId(to), body=body)
+
+
+def _description(value: object, max_sdp_bytes: int) -> dict[str, str]:
+    desc = _object(value, _DESCRIPTION_FIELDS)
+    kind = desc.get("type")
+    if kind not in DESCRIPTION_TYPES:
+        raise BadRequest("description.type must be offer, answer, pranswer or rollback")
+    sdp = desc.get("sdp", "")
+    if not isinstance(sdp, str):
+        raise BadRequest("description.sdp must be a string")
+    # Characters bound bytes from below; encode only when the cheap check is inconclusive.
+    if len(sdp) > max_sdp_bytes or (len(sdp) * 4 > max_sdp_bytes
+                                    and len(sdp.encode()) > max_sdp_bytes):
+        raise BadRequest(f"description.sdp exceeds {max_sdp_bytes} bytes")
+    if kind != "rollback" and not sdp:
+        raise BadRequest("description.sdp is required")
+    return {"type": kind, "sdp": sdp}
+
+
+def _candidate(value: object) -> dict[str, Any] | None:
+    if value is None:  # end-of-candidates
+        return None
+    cand = _object(value, _CANDIDATE_FIELDS)
+    text = cand.get("candidate")
+    if not isinstance(text, str) or len(text) > MAX_CANDIDATE_LEN:
+        raise BadRequest(f"candidate.candidate must be a string of at most {MAX_CANDIDATE_LEN}")
+    mid = cand.get("sdpMid")
+    if mid is not None and (not isinstance(mid, str) or len(mid) > MAX_MID_LEN):
+        raise BadRequest("candidate.sdpMid must be a short string or null")
+    index = cand.get("sdpMLineIndex")
+    if index is not None and (
+        not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= MAX_MLINE_INDEX
+    ):
+        raise BadRequest("candidate.sdpMLineIndex must be a small non-negative integer or null")
+    ufrag = cand.get("usernameFragment")
+    if ufrag is not None and (not isinstance(ufrag, str) or len(ufrag) > MAX_ID_LEN * 4):
+        raise BadRequest("candidate.usernameFragment must be a short string or null")
+    if mid is None and index is None and text:
+        raise BadRequest("candidate needs sdpMid or sdpMLineIndex")
+    out: dict[str, Any] = {"candidate": text, "sdpMid": mid, "sdpMLineIndex": index}
+    if ufrag is not None:
+        out["usernameFragment"] = ufrag
+    return out
+
+
+def parse_update(data: object) -> UpdateRequest:
+    obj = _object(data, _UPDATE_FIELDS)
+    room = _room(obj)
+    state = obj.get("state")
+    if not isinstance(state, dict) or not state:
+        raise BadRequest("state must be a non-empty object")
+    for key, value in state.items():
+        if key not in STATE_KEYS:
+            raise BadRequest(f"state.{key} is not one of {', '.join(STATE_KEYS)}")
+        if not isinstance(value, bool):
+            raise BadRequest(f"state.{key} must be a boolean")
+    return UpdateRequest(room=room, state=dict(state))
+
+
+def ok(**result: Any) -> dict[str, Any]:
+    return {"ok": True, **result}
+
+
+def error(code: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code, "message": message}}

@@ -1,0 +1,76 @@
+"""Fixtures: a real signaling node on a loopback port and factories for real clients."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from signaling.app import create_app
+from signaling.auth import Grants, issue_token
+from signaling.client import SignalingClient
+from signaling.config import Config
+
+TEST_SECRET = "test-secret-0123456789-0123456789-abcdef"
+
+
+@dataclasses.dataclass
+class Node:
+    """A running node plus helpers to mint tokens and connect clients to it."""
+
+    server: TestServer
+    config: Config
+    clients: list[SignalingClient]
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+    def token(self, user: str = "alice", *, name: str | None = None,
+              rooms: tuple[str, ...] = ("*",), ttl: int = 600, **grants: bool) -> str:
+        g = Grants(rooms=rooms, publish=True, subscribe=True, **grants)
+        assert self.config.secret is not None
+        return issue_token(self.config.secret, user, name=name, grants=g, ttl=ttl)
+
+    async def client(self, user: str = "alice", *, token: str | None = None,
+                     connect: bool = True, request_timeout: float = 10.0,
+                     **token_args: Any) -> SignalingClient:
+        client = SignalingClient(self.url, token or self.token(user, **token_args),
+                                 request_timeout=request_timeout)
+        self.clients.append(client)
+        if connect:
+            await client.connect()
+        return client
+
+
+NodeFactory = Callable[..., Awaitable[Node]]
+
+
+@pytest.fixture
+def base_config() -> Config:
+    return Config(secret=TEST_SECRET, shutdown_timeout=0.5)
+
+
+@pytest.fixture
+async def make_node(aiohttp_server: Any, base_config: Config) -> AsyncIterator[NodeFactory]:
+    nodes: list[Node] = []
+
+    async def make(**overrides: Any) -> Node:
+        config = dataclasses.replace(base_config, **overrides)
+        server = await aiohttp_server(create_app(config), host="127.0.0.1")
+        node = Node(server=server, config=config, clients=[])
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        for client in node.clients:
+            await client.close()
+
+
+@pytest.fixture
+async def node(make_node: NodeFactory) -> Node:
+    return await make_node()

@@ -1,0 +1,36 @@
+/** The demo's URL query parameters: everything a test needs to drive it without clicks. */
+export interface DemoParams {
+  room: string | null;
+  name: string | null;
+  /** A ready token; skips the dev token endpoint. */
+  token: string | null;
+  autojoin: boolean;
+  /** iceTransportPolicy `relay`. */
+  relay: boolean;
+  /** Signaling server origin; default: this page's origin. */
+  server: string | null;
+  audio: boolean;
+  video: boolean;
+  speaking: boolean;
+}
+
+export function readParams(search: string = window.location.search): DemoParams {
+  const q = new URLSearchParams(search);
+  const flag = (key: string, fallback: boolean): boolean => {
+    const value = q.get(key);
+    if (value === null) return fallback;
+    return value === '1' || value === 'true' || value === 'yes';
+  };
+  const media = flag('media', true);
+  return {
+    room: q.get('room'),
+    name: q.get('name'),
+    token: q.get('token'),
+    autojoin: flag('autojoin', false),
+    relay: flag('relay', false),
+    server: q.get('server'),
+    audio: media && flag('audio', true),
+    video: media && flag('video', true),
+    speaking: flag('speaking', false),
+  };
+}

@@ -1,0 +1,44 @@
+import { RtcError } from '../sdk';
+
+const USER_KEY = 'mikoto-rtc:user';
+
+/**
+ * This tab's user id: random, kept in sessionStorage, so a reload stays the
+ * same user and a second tab is a second user.
+ */
+export function tabUserId(): string {
+  let id = sessionStorage.getItem(USER_KEY);
+  if (!id) {
+    // getRandomValues works on plain http too, unlike randomUUID.
+    const bytes = crypto.getRandomValues(new Uint8Array(6));
+    id = 'u-' + Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+    sessionStorage.setItem(USER_KEY, id);
+  }
+  return id;
+}
+
+/** Ask a dev-mode server for a token: `POST /api/dev/token {user, name}` -> `{token}`. */
+export async function fetchDevToken(user: string, name: string, server: string | null): Promise<string> {
+  const url = `${server ? server.replace(/\/+$/, '') : ''}/api/dev/token`;
+  let response: Response;
+  try {
+    response = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ user, name }),
+    });
+  } catch (err) {
+    throw new RtcError('unavailable', `cannot reach ${url}: ${String(err)}`);
+  }
+  const body: unknown = await response.json().catch(() => null);
+  if (response.ok && isObject(body) && typeof body['token'] === 'string') return body['token'];
+  if (isObject(body) && isObject(body['error'])) {
+    throw RtcError.fromWire(body['error'], `dev token refused (HTTP ${response.status})`);
+  }
+  const hint = response.status === 404 ? ' (is the server in dev mode? otherwise pass ?token=...)' : '';
+  throw new RtcError('unavailable', `dev token: HTTP ${response.status}${hint}`);
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null;
+}

@@ -1,0 +1,269 @@
+import { Emitter } from './events';
+import type { Logger } from './log';
+import type { ParticipantId, WireCandidate, WireDescription } from './types';
+
+/** What a peer sends to its remote side; the room adds `room` and `to`. */
+export type PeerMessage = { description: WireDescription } | { candidate: WireCandidate | null };
+
+/**
+ * `offerer`: we joined after them, so we make the first offer (protocol.md,
+ * "Who offers first"). `answerer`: they joined after us; we wait for their
+ * first offer and never offer before it.
+ */
+export type PeerRole = 'offerer' | 'answerer';
+
+export interface PeerOptions {
+  /** The remote participant's id. */
+  id: ParticipantId;
+  /** Our own perfect-negotiation role toward this peer, as the server says. */
+  polite: boolean;
+  role: PeerRole;
+  configuration: RTCConfiguration;
+  send: (message: PeerMessage) => void;
+  logger: Logger;
+}
+
+export type PeerConnectionState = RTCPeerConnectionState;
+
+export interface PeerEvents {
+  /** A remote track arrived; `stream` is this peer's one stream holding all of them. */
+  track: { track: MediaStreamTrack; stream: MediaStream };
+  /** A remote track ended and was removed from `stream`. */
+  trackended: { track: MediaStreamTrack; stream: MediaStream };
+  /** `pc.connectionState` changed; `closed` is also sent when `close()` is called. */
+  connectionstatechange: { state: PeerConnectionState };
+}
+
+const KINDS = ['audio', 'video'] as const;
+type Kind = (typeof KINDS)[number];
+
+/**
+ * One RTCPeerConnection toward one remote participant, negotiated with the
+ * "perfect negotiation" pattern: either side may start a negotiation; on glare
+ * the impolite side ignores the incoming offer and the polite side lets the
+ * browser roll its own offer back. Incoming signals are applied one at a time.
+ */
+export class Peer extends Emitter<PeerEvents> {
+  readonly id: ParticipantId;
+  readonly polite: boolean;
+  readonly role: PeerRole;
+  readonly pc: RTCPeerConnection;
+  /** Every live remote track of this peer, in one stream (stable for the peer's lifetime). */
+  readonly remoteStream = new MediaStream();
+
+  private readonly send: (message: PeerMessage) => void;
+  private readonly logger: Logger;
+  private readonly senders = new Map<Kind, RTCRtpSender>();
+  private makingOffer = false;
+  private ignoreOffer = false;
+  private settingRemoteAnswerPending = false;
+  private awaitingFirstOffer: boolean;
+  /** Candidates that came before any remote description: nothing to apply them to yet. */
+  private pendingCandidates: (WireCandidate | null)[] = [];
+  private incoming: Promise<void> = Promise.resolve();
+  private _closed = false;
+
+  constructor(options: PeerOptions) {
+    super();
+    this.id = options.id;
+    this.polite = options.polite;
+    this.role = options.role;
+    this.send = options.send;
+    this.logger = options.logger;
+    this.awaitingFirstOffer = options.role === 'answerer';
+    this.pc = new RTCPeerConnection(options.configuration);
+    this.pc.onnegotiationneeded = () => void this.negotiate();
+    this.pc.onicecandidate = ({ candidate }) => this.sendCandidate(candidate);
+    this.pc.ontrack = ({ track }) => this.addRemoteTrack(track);
+    this.pc.onconnectionstatechange = () => {
+      if (this._closed) return;
+      this.emit('connectionstatechange', { state: this.pc.connectionState });
+    };
+    this.pc.oniceconnectionstatechange = () => {
+      // An ICE restart renegotiates through onnegotiationneeded; glare is handled there.
+      if (!this._closed && this.pc.iceConnectionState === 'failed') {
+        this.logger.info(`peer ${this.id}: ICE failed, restarting`);
+        this.pc.restartIce();
+      }
+    };
+  }
+
+  get closed(): boolean {
+    return this._closed;
+  }
+
+  get connectionState(): PeerConnectionState {
+    return this._closed ? 'closed' : this.pc.connectionState;
+  }
+
+  /**
+   * Send `stream`'s first live audio and video track (or nothing for a kind it
+   * lacks). A kind sent before is switched with `replaceTrack`, which needs no
+   * renegotiation; a new kind is added with `addTrack` synchronously, before
+   * this method first awaits, so a caller may handle an offer right after it.
+   */
+  async setLocalTracks(stream: MediaStream | null): Promise<void> {
+    if (this._closed) return;
+    const replacements: Promise<void>[] = [];
+    for (const kind of KINDS) {
+      const track = stream?.getTracks().find((t) => t.kind === kind && t.readyState === 'live') ?? null;
+      const sender = this.senders.get(kind);
+      if (sender) {
+        if (sender.track !== track) replacements.push(sender.replaceTrack(track));
+      } else if (track && stream) {
+        // Reuses a transceiver of the same kind that never sent, if any.
+        this.senders.set(kind, this.pc.addTrack(track, stream));
+      }
+    }
+    await Promise.all(replacements);
+  }
+
+  /**
+   * For the offerer: make sure the first offer has an audio and a video
+   * section even without local media, so the remote side can always send both.
+   */
+  ensureReceiving(): void {
+    if (this._closed) return;
+    for (const kind of KINDS) {
+      if (!this.senders.has(kind)) {
+        this.senders.set(kind, this.pc.addTransceiver(kind, { direction: 'recvonly' }).sender);
+      }
+    }
+  }
+
+  /** Apply a signal from the remote side; signals are applied in arrival order. */
+  handleSignal(message: PeerMessage): Promise<void> {
+    this.incoming = this.incoming
+      .then(() => this.applySignal(message))
+      .catch((err: unknown) => this.logger.warn(`peer ${this.id}: signal failed`, err));
+    return this.incoming;
+  }
+
+  /** Close the connection and drop listeners. Idempotent. */
+  close(): void {
+    if (this._closed) return;
+    this._closed = true;
+    const pc = this.pc;
+    pc.onnegotiationneeded = null;
+    pc.onicecandidate = null;
+    pc.ontrack = null;
+    pc.onconnectionstatechange = null;
+    pc.oniceconnectionstatechange = null;
+    pc.close();
+    for (const track of this.remoteStream.getTracks()) this.remoteStream.removeTrack(track);
+    this.pendingCandidates = [];
+    this.emit('connectionstatechange', { state: 'closed' });
+    this.removeAllListeners();
+  }
+
+  private async negotiate(): Promise<void> {
+    // The answerer's tracks ride on its answer to the first offer; offering
+    // before it would be the first-offer glare the protocol rules out.
+    if (this._closed || this.awaitingFirstOffer) return;
+    try {
+      this.makingOffer = true;
+      await this.pc.setLocalDescription();
+      this.sendLocalDescription();
+    } catch (err) {
+      if (!this._closed) this.logger.warn(`peer ${this.id}: offer failed`, err);
+    } finally {
+      this.makingOffer = false;
+    }
+  }
+
+  private async applySignal(message: PeerMessage): Promise<void> {
+    if (this._closed) return;
+    if ('description' in message) {
+      await this.applyDescription(message.description);
+    } else if (this.pc.remoteDescription) {
+      await this.addCandidate(message.candidate);
+    } else {
+      this.pendingCandidates.push(message.candidate);
+    }
+  }
+
+  private async applyDescription(description: WireDescription): Promise<void> {
+    const pc = this.pc;
+    const readyForOffer =
+      !this.makingOffer && (pc.signalingState === 'stable' || this.settingRemoteAnswerPending);
+    const offerCollision = description.type === 'offer' && !readyForOffer;
+    this.ignoreOffer = !this.polite && offerCollision;
+    if (this.ignoreOffer) {
+      this.logger.debug(`peer ${this.id}: ignoring colliding offer (impolite)`);
+      return;
+    }
+    this.settingRemoteAnswerPending = description.type === 'answer';
+    try {
+      // A polite side in have-local-offer gets an implicit rollback here.
+      await pc.setRemoteDescription(description);
+    } finally {
+      this.settingRemoteAnswerPending = false;
+    }
+    if (this._closed) return;
+    if (description.type === 'offer') {
+      await pc.setLocalDescription();
+      this.sendLocalDescription();
+    }
+    if (this.awaitingFirstOffer) {
+      this.awaitingFirstOffer = false;
+    }
+    await this.flushCandidates();
+  }
+
+  private async flushCandidates(): Promise<void> {
+    const pending = this.pendingCandidates;
+    this.pendingCandidates = [];
+    for (const candidate of pending) await this.addCandidate(candidate);
+  }
+
+  private async addCandidate(candidate: WireCandidate | null): Promise<void> {
+    try {
+      // No argument means end-of-candidates.
+      if (candidate) await this.pc.addIceCandidate(candidate);
+      else await this.pc.addIceCandidate();
+    } catch (err) {
+      // Candidates of an offer we ignored cannot apply; anything else is worth a word.
+      if (!this.ignoreOffer && !this._closed) {
+        this.logger.warn(`peer ${this.id}: addIceCandidate failed`, err);
+      }
+    }
+  }
+
+  private sendLocalDescription(): void {
+    const local = this.pc.localDescription;
+    if (!local || this._closed) return;
+    this.send({ description: { type: local.type, sdp: local.sdp } });
+  }
+
+  private sendCandidate(candidate: RTCIceCandidate | null): void {
+    if (this._closed) return;
+    this.send({ candidate: candidate ? toWireCandidate(candidate) : null });
+  }
+
+  private addRemoteTrack(track: MediaStreamTrack): void {
+    if (this._closed) return;
+    const stream = this.remoteStream;
+    if (!stream.getTrackById(track.id)) stream.addTrack(track);
+    track.addEventListener(
+      'ended',
+      () => {
+        if (this._closed || !stream.getTrackById(track.id)) return;
+        stream.removeTrack(track);
+        this.emit('trackended', { track, stream });
+      },
+      { once: true },
+    );
+    this.emit('track', { track, stream });
+  }
+}
+
+/** The wire form leaves out what the browser left empty; an empty candidate is end-of-candidates. */
+export function toWireCandidate(candidate: RTCIceCandidate): WireCandidate | null {
+  const init = candidate.toJSON();
+  if (!init.candidate) return null;
+  const wire: WireCandidate = { candidate: init.candidate };
+  if (init.sdpMid != null) wire.sdpMid = init.sdpMid;
+  if (init.sdpMLineIndex != null) wire.sdpMLineIndex = init.sdpMLineIndex;
+  if (init.usernameFragment != null) wire.usernameFragment = init.usernameFragment;
+  return wire;
+}

@@ -1,0 +1,542 @@
+import type { ConnectionStateChange, SignalingClient } from './client';
+import { RtcError } from './errors';
+import { Emitter, type Unsubscribe } from './events';
+import { consoleLogger, type Logger } from './log';
+import { Peer, type PeerConnectionState, type PeerMessage, type PeerRole } from './peer';
+import {
+  EMPTY_STATE,
+  type IceServer,
+  type JoinRequest,
+  type LeaveReason,
+  type ParticipantId,
+  type ParticipantJoinedEvent,
+  type ParticipantLeftEvent,
+  type ParticipantState,
+  type ParticipantUpdatedEvent,
+  type RoomName,
+  type SelfInfo,
+  type ServerEvents,
+  type SignalEvent,
+  type UserId,
+} from './types';
+
+export interface RoomOptions {
+  /** `relay` forces every peer connection through TURN. Default `all`. */
+  iceTransportPolicy?: RTCIceTransportPolicy;
+  /** After a lost connection comes back, join again (as a new participant). Default true. */
+  rejoin?: boolean;
+  logger?: Logger;
+}
+
+export interface JoinOptions {
+  /** Display name for this join; default: the token's `name`. */
+  name?: string;
+  /** Free JSON stored with the participant (at most 2 KiB serialized). */
+  meta?: Record<string, unknown>;
+}
+
+/**
+ * - `idle`: not joined yet; `joining`: `room:join` sent
+ * - `joined`; `rejoining`: the connection dropped and the room will join again once it is back
+ * - `left`: `leave()` was called or the connection is gone for good (see `error`)
+ * - `closed`: `close()` was called; final
+ */
+export type RoomState = 'idle' | 'joining' | 'joined' | 'rejoining' | 'left' | 'closed';
+
+/** A remote participant as the room tracks it. Read-only to the app. */
+export interface RemoteParticipant {
+  readonly id: ParticipantId;
+  readonly user: UserId;
+  readonly name: string;
+  readonly state: Readonly<ParticipantState>;
+  /** Our perfect-negotiation role toward them. */
+  readonly polite: boolean;
+  /** Their media, once a first track arrived. */
+  readonly stream: MediaStream | null;
+  readonly connectionState: PeerConnectionState;
+}
+
+export interface JoinInfo {
+  room: RoomName;
+  seq: number;
+  self: SelfInfo;
+  participants: RemoteParticipant[];
+  iceServers: IceServer[];
+}
+
+/** Why a participant is no longer listed: theirs (`leave`, `disconnect`) or ours (`local`). */
+export type RemovalReason = LeaveReason | 'local';
+
+export interface RoomEvents {
+  state: { state: RoomState; previous: RoomState; error?: RtcError };
+  'participant:joined': { participant: RemoteParticipant };
+  'participant:left': { participant: RemoteParticipant; reason: RemovalReason };
+  'participant:updated': { participant: RemoteParticipant; previous: Readonly<ParticipantState> };
+  /** A remote track arrived; `stream` is the participant's one stream holding all their tracks. */
+  track: { participantId: ParticipantId; track: MediaStreamTrack; stream: MediaStream };
+  trackended: { participantId: ParticipantId; track: MediaStreamTrack; stream: MediaStream };
+  /** A peer connection's `connectionState` changed. */
+  'peer:state': { participantId: ParticipantId; state: PeerConnectionState };
+  /** Our own published state changed. */
+  'local:state': { state: Readonly<ParticipantState> };
+  /** The signaling connection's state changed (mirrors the client's `state` event). */
+  'connection:state': ConnectionStateChange;
+}
+
+interface MutableParticipant {
+  id: ParticipantId;
+  user: UserId;
+  name: string;
+  state: ParticipantState;
+  polite: boolean;
+  stream: MediaStream | null;
+  connectionState: PeerConnectionState;
+}
+
+type RoomEventName = Exclude<keyof ServerEvents, 'signal'>;
+type Buffered = { [K in keyof ServerEvents]: { event: K; payload: ServerEvents[K] } }[keyof ServerEvents];
+
+/**
+ * One joined room: the participant list, presence, and one peer connection per
+ * remote participant. The room owns its peers and closes them; it does not own
+ * the client nor the local stream, which the app may share or reuse.
+ */
+export class Room extends Emitter<RoomEvents> {
+  private readonly logger: Logger;
+  private readonly participantsById = new Map<ParticipantId, MutableParticipant>();
+  private readonly peersById = new Map<ParticipantId, Peer>();
+  /** Ids that left: a late signal from them must not resurrect a peer. */
+  private readonly departed = new Set<ParticipantId>();
+  private readonly unsubscribes: Unsubscribe[];
+  private _state: RoomState = 'idle';
+  private _name: RoomName | null = null;
+  private joinRequest: JoinRequest | null = null;
+  private _self: SelfInfo | null = null;
+  private _seq = 0;
+  private iceServers: IceServer[] = [];
+  private localStream: MediaStream | null = null;
+  private localState: ParticipantState = { ...EMPTY_STATE };
+  /** Events that arrived while `room:join` was pending, replayed after its ack. */
+  private buffered: Buffered[] = [];
+  private joining: Promise<unknown> | null = null;
+
+  constructor(
+    readonly client: SignalingClient,
+    private readonly options: RoomOptions = {},
+  ) {
+    super();
+    this.logger = options.logger ?? consoleLogger();
+    this.unsubscribes = [
+      client.on('participant:joined', (e) => this.onServerEvent('participant:joined', e)),
+      client.on('participant:left', (e) => this.onServerEvent('participant:left', e)),
+      client.on('participant:updated', (e) => this.onServerEvent('participant:updated', e)),
+      client.on('signal', (e) => this.onServerEvent('signal', e)),
+      client.on('state', (change) => this.onConnectionState(change)),
+    ];
+  }
+
+  get state(): RoomState {
+    return this._state;
+  }
+
+  /** The room name once `join` was called. */
+  get name(): RoomName | null {
+    return this._name;
+  }
+
+  /** Our own participant, once joined. */
+  get self(): SelfInfo | null {
+    return this._self;
+  }
+
+  /** The last room event seq seen (or our own update's). */
+  get seq(): number {
+    return this._seq;
+  }
+
+  get localParticipantState(): Readonly<ParticipantState> {
+    return this.localState;
+  }
+
+  /** The remote participants, by id (a snapshot). */
+  get participants(): ReadonlyMap<ParticipantId, RemoteParticipant> {
+    return new Map(this.participantsById);
+  }
+
+  /** The peer connection toward one participant, for stats and debugging. */
+  peerConnection(id: ParticipantId): RTCPeerConnection | undefined {
+    return this.peersById.get(id)?.pc;
+  }
+
+  /** Every peer connection, by participant id (a snapshot). */
+  peerConnections(): Map<ParticipantId, RTCPeerConnection> {
+    return new Map([...this.peersById].map(([id, peer]) => [id, peer.pc]));
+  }
+
+  /**
+   * Join `room`. The client must be connected. Resolves with our own
+   * participant, the others (a peer connection toward each is already being
+   * offered), the ICE servers and the join seq; rejects with an `RtcError`
+   * (`forbidden`, `room_full`, `conflict`, ...).
+   */
+  async join(room: RoomName, options: JoinOptions = {}): Promise<JoinInfo> {
+    if (this._state === 'closed') throw new RtcError('conflict', 'room is closed');
+    if (this._state === 'joining' || this._state === 'joined' || this._state === 'rejoining') {
+      throw new RtcError('conflict', `already ${this._state} room ${this._name ?? ''}`);
+    }
+    const request: JoinRequest = { room };
+    if (options.name !== undefined) request.name = options.name;
+    if (options.meta !== undefined) request.meta = options.meta;
+    this.joinRequest = request;
+    return this.runJoin(request);
+  }
+
+  /**
+   * Leave the room: close every peer connection and tell the server. The
+   * room may join again afterwards. Never rejects for a connection that is
+   * already gone.
+   */
+  async leave(): Promise<void> {
+    if (this.joining) await this.joining.catch(() => undefined);
+    const wasJoined = this._state === 'joined';
+    const name = this._name;
+    this.joinRequest = null;
+    this.teardown('local');
+    if (this._state !== 'closed' && this._state !== 'idle') this.setState('left');
+    if (!wasJoined || name === null) return;
+    try {
+      await this.client.request('room:leave', { room: name });
+    } catch (err) {
+      if (!(err instanceof RtcError && (err.code === 'disconnected' || err.code === 'not_found'))) {
+        this.logger.warn('room:leave failed', err);
+      }
+    }
+  }
+
+  /** Leave, stop listening to the client and drop every listener. Idempotent. */
+  async close(): Promise<void> {
+    if (this._state === 'closed') return;
+    await this.leave();
+    for (const unsubscribe of this.unsubscribes) unsubscribe();
+    this.setState('closed');
+    this.removeAllListeners();
+  }
+
+  /**
+   * Send `stream`'s audio and video (or nothing, with `null`) to every peer,
+   * now and to peers that come later, and publish the matching `audio` and
+   * `video` state. Tracks are swapped without renegotiation where possible.
+   */
+  async setLocalStream(stream: MediaStream | null): Promise<void> {
+    this.localStream = stream;
+    await Promise.all([...this.peersById.values()].map((peer) => peer.setLocalTracks(stream)));
+    await this.publishMediaState();
+  }
+
+  get stream(): MediaStream | null {
+    return this.localStream;
+  }
+
+  /** Mute or unmute the local audio (the track keeps running) and publish `audio`. */
+  async setAudioEnabled(enabled: boolean): Promise<void> {
+    for (const track of this.localStream?.getAudioTracks() ?? []) track.enabled = enabled;
+    await this.publishMediaState();
+  }
+
+  /** Turn the local video on or off (black frames while off) and publish `video`. */
+  async setVideoEnabled(enabled: boolean): Promise<void> {
+    for (const track of this.localStream?.getVideoTracks() ?? []) track.enabled = enabled;
+    await this.publishMediaState();
+  }
+
+  /**
+   * Change our published state (`screen`, `hand`, `speaking`, or `audio`/`video`
+   * directly). Only keys that differ are sent. Before joining, the state is
+   * kept and published on join.
+   */
+  async updateState(state: Partial<ParticipantState>): Promise<void> {
+    const changed: Partial<ParticipantState> = {};
+    for (const key of Object.keys(state) as (keyof ParticipantState)[]) {
+      const value = state[key];
+      if (value !== undefined && this.localState[key] !== value) changed[key] = value;
+    }
+    if (Object.keys(changed).length === 0) return;
+    this.localState = { ...this.localState, ...changed };
+    this.emit('local:state', { state: this.localState });
+    if (this._state !== 'joined' || this._name === null) return;
+    const ack = await this.client.request('participant:update', { room: this._name, state: changed });
+    this._seq = Math.max(this._seq, ack.seq);
+  }
+
+  // ---- joining ----
+
+  private async runJoin(request: JoinRequest): Promise<JoinInfo> {
+    this._name = request.room;
+    this.buffered = [];
+    this.departed.clear();
+    this.setState('joining');
+    const pending = this.client.request('room:join', request);
+    this.joining = pending;
+    let ack;
+    try {
+      ack = await pending;
+    } catch (err) {
+      this.buffered = [];
+      if (this._state === 'joining') this.setState('idle', asRtcError(err));
+      throw err;
+    } finally {
+      this.joining = null;
+    }
+    if (this._state !== 'joining') {
+      // The connection dropped (or the room was closed) while the join was in flight.
+      throw new RtcError('disconnected', 'join interrupted');
+    }
+    this._self = ack.self;
+    this._seq = ack.seq;
+    this.iceServers = ack.iceServers;
+    // The server starts us all-false; what the app set before joining is published below.
+    const wanted = this.localState;
+    this.localState = { ...EMPTY_STATE };
+    const participants: RemoteParticipant[] = [];
+    for (const entry of ack.participants) {
+      const participant = this.addParticipant(entry.id, entry.user, entry.name, entry.state, entry.polite);
+      participants.push(participant);
+      this.emit('participant:joined', { participant });
+      this.createPeer(participant, 'offerer');
+    }
+    this.setState('joined');
+    const buffered = this.buffered;
+    this.buffered = [];
+    for (const item of buffered) this.dispatch(item);
+    void this.updateState({ ...wanted, ...this.mediaState() }).catch((err: unknown) =>
+      this.logger.warn('publishing the initial state failed', err),
+    );
+    return {
+      room: ack.room,
+      seq: ack.seq,
+      self: ack.self,
+      participants,
+      iceServers: ack.iceServers,
+    };
+  }
+
+  private async publishMediaState(): Promise<void> {
+    await this.updateState(this.mediaState());
+  }
+
+  /** `audio`/`video` are true while an enabled, live track of that kind is sent. */
+  private mediaState(): Pick<ParticipantState, 'audio' | 'video'> {
+    const live = (tracks: MediaStreamTrack[]): boolean =>
+      tracks.some((t) => t.enabled && t.readyState === 'live');
+    return {
+      audio: live(this.localStream?.getAudioTracks() ?? []),
+      video: live(this.localStream?.getVideoTracks() ?? []),
+    };
+  }
+
+  // ---- server events ----
+
+  private onServerEvent<K extends keyof ServerEvents>(event: K, payload: ServerEvents[K]): void {
+    if (payload.room !== this._name) return;
+    const item = { event, payload } as Buffered;
+    if (this._state === 'joining') this.buffered.push(item);
+    else if (this._state === 'joined') this.dispatch(item);
+  }
+
+  private dispatch(item: Buffered): void {
+    switch (item.event) {
+      case 'signal':
+        this.onSignal(item.payload);
+        return;
+      case 'participant:joined':
+        if (this.acceptSeq(item.event, item.payload.seq)) this.onJoined(item.payload);
+        return;
+      case 'participant:left':
+        if (this.acceptSeq(item.event, item.payload.seq)) this.onLeft(item.payload);
+        return;
+      case 'participant:updated':
+        if (this.acceptSeq(item.event, item.payload.seq)) this.onUpdated(item.payload);
+        return;
+    }
+  }
+
+  /** Drop events at or below the seq we already have (e.g. buffered before the join ack). */
+  private acceptSeq(event: RoomEventName, seq: number): boolean {
+    if (typeof seq !== 'number') return true;
+    if (seq <= this._seq) {
+      this.logger.debug(`dropping stale ${event} seq ${seq} <= ${this._seq}`);
+      return false;
+    }
+    if (seq !== this._seq + 1) this.logger.debug(`${event}: seq ${seq} after ${this._seq}`);
+    this._seq = seq;
+    return true;
+  }
+
+  private onJoined({ participant: p, polite }: ParticipantJoinedEvent): void {
+    if (p.id === this._self?.id) return;
+    // The joiner offers to us: no peer until its first signal arrives.
+    const participant = this.addParticipant(p.id, p.user, p.name, p.state, polite);
+    this.emit('participant:joined', { participant });
+  }
+
+  private onLeft({ id, reason }: ParticipantLeftEvent): void {
+    this.departed.add(id);
+    this.removeParticipant(id, reason);
+  }
+
+  private onUpdated({ participant: p }: ParticipantUpdatedEvent): void {
+    const participant = this.participantsById.get(p.id);
+    if (!participant) return;
+    const previous = participant.state;
+    participant.state = { ...EMPTY_STATE, ...p.state };
+    participant.name = p.name;
+    this.emit('participant:updated', { participant, previous });
+  }
+
+  private onSignal(event: SignalEvent): void {
+    const from = event.from;
+    if (from === this._self?.id || this.departed.has(from)) return;
+    const message: PeerMessage =
+      'description' in event ? { description: event.description } : { candidate: event.candidate };
+    let peer = this.peersById.get(from);
+    if (!peer) {
+      // The first signal from a newcomer: it joined after us, so we are impolite
+      // unless its participant:joined said otherwise.
+      let participant = this.participantsById.get(from);
+      if (!participant) {
+        participant = this.addParticipant(from, '', from, EMPTY_STATE, false);
+        this.emit('participant:joined', { participant });
+      }
+      peer = this.createPeer(participant, 'answerer');
+    }
+    void peer.handleSignal(message);
+  }
+
+  // ---- connection ----
+
+  private onConnectionState(change: ConnectionStateChange): void {
+    this.emit('connection:state', change);
+    const { state, error } = change;
+    if (state === 'connected') {
+      if (this._state === 'rejoining' && this.joinRequest) {
+        this.runJoin(this.joinRequest).catch((err: unknown) => {
+          this.logger.warn('rejoin failed', err);
+          this.joinRequest = null;
+          if (this._state !== 'closed') this.setState('left', asRtcError(err));
+        });
+      }
+      return;
+    }
+    if (this._state !== 'joined' && this._state !== 'joining') return;
+    // The server dropped our participant with the connection; start over.
+    this.teardown('disconnect');
+    const retrying = state === 'reconnecting' && this.options.rejoin !== false && this.joinRequest !== null;
+    const why = error ?? new RtcError('disconnected', `connection ${state}`);
+    this.setState(retrying ? 'rejoining' : 'left', why);
+  }
+
+  // ---- bookkeeping ----
+
+  private addParticipant(
+    id: ParticipantId,
+    user: UserId,
+    name: string,
+    state: ParticipantState,
+    polite: boolean,
+  ): MutableParticipant {
+    const existing = this.participantsById.get(id);
+    if (existing) {
+      // A signal got here before its participant:joined.
+      existing.user = user;
+      existing.name = name;
+      existing.state = { ...EMPTY_STATE, ...state };
+      return existing;
+    }
+    const participant: MutableParticipant = {
+      id,
+      user,
+      name,
+      state: { ...EMPTY_STATE, ...state },
+      polite,
+      stream: null,
+      connectionState: 'new',
+    };
+    this.participantsById.set(id, participant);
+    return participant;
+  }
+
+  private removeParticipant(id: ParticipantId, reason: RemovalReason): void {
+    this.peersById.get(id)?.close();
+    this.peersById.delete(id);
+    const participant = this.participantsById.get(id);
+    if (!participant) return;
+    this.participantsById.delete(id);
+    participant.connectionState = 'closed';
+    this.emit('participant:left', { participant, reason });
+  }
+
+  private teardown(reason: RemovalReason): void {
+    for (const id of [...this.participantsById.keys()]) this.removeParticipant(id, reason);
+    for (const peer of this.peersById.values()) peer.close();
+    this.peersById.clear();
+    this.buffered = [];
+    this._self = null;
+  }
+
+  private createPeer(participant: MutableParticipant, role: PeerRole): Peer {
+    const id = participant.id;
+    const configuration: RTCConfiguration = {
+      iceServers: this.iceServers.map((s) => ({ ...s })),
+      iceTransportPolicy: this.options.iceTransportPolicy ?? 'all',
+    };
+    const peer = new Peer({
+      id,
+      polite: participant.polite,
+      role,
+      configuration,
+      send: (message) => this.sendSignal(id, message),
+      logger: this.logger,
+    });
+    this.peersById.set(id, peer);
+    peer.on('track', ({ track, stream }) => {
+      participant.stream = stream;
+      this.emit('track', { participantId: id, track, stream });
+    });
+    peer.on('trackended', ({ track, stream }) => {
+      this.emit('trackended', { participantId: id, track, stream });
+    });
+    peer.on('connectionstatechange', ({ state }) => {
+      participant.connectionState = state;
+      this.emit('peer:state', { participantId: id, state });
+    });
+    // Tracks go in before any description, so the answerer's tracks ride on its first answer.
+    void peer.setLocalTracks(this.localStream);
+    if (role === 'offerer') peer.ensureReceiving();
+    return peer;
+  }
+
+  private sendSignal(to: ParticipantId, message: PeerMessage): void {
+    const room = this._name;
+    if (room === null || this._state !== 'joined') return;
+    this.client.request('signal', { room, to, ...message }).catch((err: unknown) => {
+      // not_found: they left meanwhile; disconnected: we will rejoin. Neither is news.
+      if (err instanceof RtcError && (err.code === 'not_found' || err.code === 'disconnected')) {
+        this.logger.debug(`signal to ${to} dropped: ${err.code}`);
+      } else {
+        this.logger.warn(`signal to ${to} failed`, err);
+      }
+    });
+  }
+
+  private setState(state: RoomState, error?: RtcError): void {
+    const previous = this._state;
+    if (previous === state && !error) return;
+    this._state = state;
+    this.emit('state', error ? { state, previous, error } : { state, previous });
+  }
+}
+
+function asRtcError(err: unknown): RtcError {
+  if (err instanceof RtcError) return err;
+  return new RtcError('internal', err instanceof Error ? err.message : String(err));
+}
