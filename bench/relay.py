@@ -92,6 +92,45 @@ def rss_kb(pid: int) -> int:
     return total
 
 
+def system_cpu() -> list[int]:
+    """The aggregate `cpu` line of /proc/stat, in clock ticks."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:]]
+
+
+def system_noise(a: list[int], b: list[int], server_cpu: float, loadgen_util: float | None
+                 ) -> dict[str, float]:
+    """Steal time and CPU used by anything but the server and the loadgen, in a window."""
+    d = [y - x for x, y in zip(a, b, strict=False)]
+    total = sum(d[:8]) or 1  # user nice system idle iowait irq softirq steal
+    busy = total - d[3] - d[4]
+    wall = total / CLK_TCK / (os.cpu_count() or 1)
+    other = busy / CLK_TCK - server_cpu - (loadgen_util or 0) * wall
+    return {
+        "steal_pct": 100 * d[7] / total if len(d) > 7 else 0.0,
+        "other_cpu_pct": max(0.0, 100 * other / wall) if wall > 0 else 0.0,
+    }
+
+
+def median(runs: list[dict[str, Any]], *key: str) -> float | None:
+    """Median of one metric over runs (None if no run has it)."""
+    vals = sorted(v for v in (_get(r, *key) for r in runs) if v is not None)
+    if not vals:
+        return None
+    mid = len(vals) // 2
+    return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+
+
+def median_of(runs: list[dict[str, Any]], key: tuple[str, ...]) -> dict[str, Any]:
+    """The run whose `key` is the median (lower median for an even count)."""
+    def k(r: dict[str, Any]) -> float:
+        v = _get(r, *key)
+        return v if v is not None else float("-inf")
+    ranked = sorted(runs, key=k)
+    return {**ranked[(len(ranked) - 1) // 2], "runs": len(runs),
+            "range": [_get(ranked[0], *key), _get(ranked[-1], *key)]}
+
+
 # --------------------------------------------------------------------- processes
 @dataclass
 class Procs:
@@ -200,7 +239,7 @@ class Loadgen:
                  timeout: float, log: Path) -> None:
         self.server_pid = server_pid
         self.timeout = timeout
-        self.marks: dict[str, dict[str, float]] = {}
+        self.marks: dict[str, dict[str, Any]] = {}
         self.holding = threading.Event()
         self.log = log
         argv = [*pin(LOADGEN_CPU), "node", str(BENCH / "loadgen.js"),
@@ -228,6 +267,7 @@ class Loadgen:
                     self.marks[ev["event"]] = {
                         "cpu": cpu_seconds(self.server_pid),
                         "rss": rss_kb(self.server_pid),
+                        "sys": system_cpu(),
                         "t": time.monotonic(),
                     }
                     if ev["event"] == "holding":
@@ -356,38 +396,47 @@ def bench_server(name: str, procs: Procs, start: Any, port: int, opts: argparse.
         }
         wait_quiet(pid)
 
-        # (b) latency at a fixed offered rate.
-        print(f"   latency: {opts.rate} msgs/s for {opts.duration}s", file=sys.stderr, flush=True)
-        lg = run(["--mode", "latency", "--pairs", str(opts.pairs), "--rate", str(opts.rate),
-                  "--warmup", str(opts.warmup), "--duration", str(opts.duration),
-                  "--max-seconds", str(opts.warmup + opts.duration + 120)],
-                 opts.warmup + opts.duration + 150)
-        lat = lg.result()
-        m = lg.marks
-        if "measure_start" in m and "measure_end" in m:
-            wall = m["measure_end"]["t"] - m["measure_start"]["t"]
-            cpu = m["measure_end"]["cpu"] - m["measure_start"]["cpu"]
-            lat["server_cpu_s"] = cpu
-            lat["server_cpu_util"] = cpu / wall if wall > 0 else None
-        out["latency"] = lat
-        wait_quiet(pid)
+        measured_max = opts.warmup + opts.duration + 120
 
-        # (a) throughput with a bounded ack window.
-        print(f"   throughput: {opts.pairs} pairs x window {opts.window} for {opts.duration}s",
-              file=sys.stderr, flush=True)
-        lg = run(["--mode", "throughput", "--pairs", str(opts.pairs), "--window",
-                  str(opts.window), "--warmup", str(opts.warmup), "--duration",
-                  str(opts.duration), "--max-seconds", str(opts.warmup + opts.duration + 120)],
-                 opts.warmup + opts.duration + 150)
-        thr = lg.result()
-        m = lg.marks
-        if "measure_start" in m and "measure_end" in m:
-            wall = m["measure_end"]["t"] - m["measure_start"]["t"]
-            cpu = m["measure_end"]["cpu"] - m["measure_start"]["cpu"]
-            thr["server_cpu_s"] = cpu
-            thr["server_cpu_util"] = cpu / wall if wall > 0 else None
-            thr["msgs_per_cpu_s"] = thr["received"] / cpu if cpu > 0 else None
-        out["throughput"] = thr
+        def measured(mode: str, extra: list[str]) -> dict[str, Any]:
+            lg = run(["--mode", mode, "--pairs", str(opts.pairs), *extra,
+                      "--warmup", str(opts.warmup), "--duration", str(opts.duration),
+                      "--max-seconds", str(measured_max)], measured_max + 30)
+            res = lg.result()
+            m = lg.marks
+            if "measure_start" in m and "measure_end" in m:
+                a, b = m["measure_start"], m["measure_end"]
+                wall = b["t"] - a["t"]
+                cpu = b["cpu"] - a["cpu"]
+                res["server_cpu_s"] = cpu
+                res["server_cpu_util"] = cpu / wall if wall > 0 else None
+                res.update(system_noise(a["sys"], b["sys"], cpu, res.get("loadgen_cpu_in_window")))
+                if mode == "throughput":
+                    res["msgs_per_cpu_s"] = res["received"] / cpu if cpu > 0 else None
+            wait_quiet(pid)
+            return res
+
+        # (b) latency at a fixed offered rate, (a) throughput with a bounded ack
+        # window; each repeated, the median run is reported.
+        out["latency_runs"], out["throughput_runs"] = [], []
+        for i in range(opts.repeat):
+            print(f"   latency {i + 1}/{opts.repeat}: {opts.rate:g} msgs/s for {opts.duration:g}s",
+                  file=sys.stderr, flush=True)
+            out["latency_runs"].append(measured("latency", ["--rate", str(opts.rate)]))
+            print(f"   throughput {i + 1}/{opts.repeat}: {opts.pairs} pairs x window"
+                  f" {opts.window} for {opts.duration:g}s", file=sys.stderr, flush=True)
+            out["throughput_runs"].append(measured("throughput", ["--window", str(opts.window)]))
+        out["latency"] = median_of(out["latency_runs"], ("latency_ms", "p99"))
+        out["throughput"] = median_of(out["throughput_runs"], ("msgs_per_s",))
+        lat_runs, thr_runs = out["latency_runs"], out["throughput_runs"]
+        out["summary"] = {
+            "msgs_per_s": median(thr_runs, "msgs_per_s"),
+            "msgs_per_cpu_s": median(thr_runs, "msgs_per_cpu_s"),
+            "p50_ms": median(lat_runs, "latency_ms", "p50"),
+            "p99_ms": median(lat_runs, "latency_ms", "p99"),
+            "cpu_pct_at_rate": _pct(median(lat_runs, "server_cpu_util")),
+            "kb_per_conn": out["idle"]["kb_per_conn"],
+        }
         out["rss_end_kb"] = rss_kb(pid)
         out["ok"] = True
     except Exception as exc:
@@ -411,24 +460,19 @@ def _get(d: dict[str, Any] | None, *path: str) -> float | None:
 
 def table(ours: dict[str, Any] | None, ref: dict[str, Any] | None, opts: argparse.Namespace
           ) -> str:
-    rows: list[tuple[str, float | None, float | None, str]] = [
-        ("relay throughput (msgs/s)",
-         _get(ours, "throughput", "msgs_per_s"), _get(ref, "throughput", "msgs_per_s"), "{:,.0f}"),
-        ("msgs per server CPU-second",
-         _get(ours, "throughput", "msgs_per_cpu_s"), _get(ref, "throughput", "msgs_per_cpu_s"),
-         "{:,.0f}"),
-        (f"p50 latency @ {opts.rate:g} msgs/s (ms)",
-         _get(ours, "latency", "latency_ms", "p50"), _get(ref, "latency", "latency_ms", "p50"),
-         "{:.2f}"),
-        (f"p99 latency @ {opts.rate:g} msgs/s (ms)",
-         _get(ours, "latency", "latency_ms", "p99"), _get(ref, "latency", "latency_ms", "p99"),
-         "{:.2f}"),
-        (f"server CPU @ {opts.rate:g} msgs/s (%)",
-         _pct(_get(ours, "latency", "server_cpu_util")),
-         _pct(_get(ref, "latency", "server_cpu_util")), "{:.1f}"),
-        (f"kB per idle connection (N={opts.conns})",
-         _get(ours, "idle", "kb_per_conn"), _get(ref, "idle", "kb_per_conn"), "{:.1f}"),
+    def g(d: dict[str, Any] | None, key: str) -> float | None:
+        return _get(d, "summary", key)
+
+    rate = f"{opts.rate:g} msgs/s"
+    specs = [
+        ("relay throughput (msgs/s)", "msgs_per_s", "{:,.0f}"),
+        ("msgs per server CPU-second", "msgs_per_cpu_s", "{:,.0f}"),
+        (f"p50 latency @ {rate} (ms)", "p50_ms", "{:.2f}"),
+        (f"p99 latency @ {rate} (ms)", "p99_ms", "{:.2f}"),
+        (f"server CPU @ {rate} (%)", "cpu_pct_at_rate", "{:.1f}"),
+        (f"kB per idle connection (N={opts.conns})", "kb_per_conn", "{:.1f}"),
     ]
+    rows = [(label, g(ours, key), g(ref, key), fmt) for label, key, fmt in specs]
     head = ("metric", "mikoto-rtc", "reference", "ratio (this/reference)")
     body = []
     for label, a, b, fmt in rows:
@@ -467,6 +511,16 @@ def notes(results: list[dict[str, Any]]) -> str:
             f" for {idle['conns']} conns (setup {idle['setup_s']:.1f}s);"
             f" permessage-deflate negotiated: {idle.get('deflate_negotiated')}"
         )
+        tr, lr = thr.get("range", [None, None]), lat.get("range", [None, None])
+        if thr.get("runs", 1) > 1:
+            out.append(
+                f"  {thr['runs']} runs each: throughput {_fmt(tr[0], 0)}-{_fmt(tr[1], 0)} msgs/s,"
+                f" p99 {_fmt(lr[0])}-{_fmt(lr[1])} ms")
+        noise = [x for r2 in (*r["throughput_runs"], *r["latency_runs"])
+                 for x in [r2.get("steal_pct", 0) + r2.get("other_cpu_pct", 0)]]
+        if noise and max(noise) > 10:
+            out.append(f"  noise: up to {max(noise):.0f}% of the machine was stolen or used by"
+                       " other processes during a measured window")
         if (thr.get("loadgen_cpu_in_window") or 0) > 0.9 and (
                 thr.get("server_cpu_util") or 0) < 0.9:
             out.append(f"  note: the loadgen was near 100% CPU against {r['name']}:"
@@ -474,8 +528,8 @@ def notes(results: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}"
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
 
 
 # --------------------------------------------------------------------- main
@@ -498,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, help="measured seconds (default 10, quick 3)")
     ap.add_argument("--warmup", type=float, help="seconds before measuring (default 2, quick 1)")
     ap.add_argument("--rate", type=float, default=500, help="offered msgs/s for latency")
+    ap.add_argument("--repeat", type=int, help="latency/throughput runs each (default 3, quick 1)")
     ap.add_argument("--conns", type=int, help="idle connections (default 1000, quick 200)")
     ap.add_argument("--payload", type=int, default=1024, help="approx. signal payload bytes")
     ap.add_argument("--kind", choices=["description", "candidate"], default="description")
@@ -513,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     opts.duration = opts.duration if opts.duration is not None else (3 if opts.quick else 10)
     opts.warmup = opts.warmup if opts.warmup is not None else (1 if opts.quick else 2)
     opts.conns = opts.conns if opts.conns is not None else (200 if opts.quick else 1000)
+    opts.repeat = max(1, opts.repeat if opts.repeat is not None else (1 if opts.quick else 3))
 
     if not shutil.which("node"):
         print("relay.py: node not found (Node 20 needed)", file=sys.stderr)

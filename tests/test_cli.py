@@ -1,0 +1,116 @@
+"""The console script, run as a user would: real processes, real ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from signaling.auth import verify_token
+from signaling.client import SignalingClient
+
+from .helpers import free_port, wait_port
+
+SECRET = "cli-secret-0123456789-0123456789-abcdef"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIKOTO_RTC_")}
+    env.update(extra)
+    return env
+
+
+def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "signaling", *args], env=_env(**env),
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_token_command_mints_a_verifiable_token() -> None:
+    out = _cli("token", "--user", "u7", "--name", "Ann", "--room", "a", "--room", "b-*",
+               "--ttl", "120", MIKOTO_RTC_SECRET=SECRET)
+    assert out.returncode == 0, out.stderr
+    who = verify_token(SECRET, out.stdout.strip())
+    assert (who.user, who.name, who.grants.rooms) == ("u7", "Ann", ("a", "b-*"))
+
+
+def test_token_command_needs_the_secret() -> None:
+    out = _cli("token", "--user", "u7")
+    assert out.returncode == 2 and "MIKOTO_RTC_SECRET" in out.stderr
+
+
+@pytest.mark.parametrize("env", [
+    {"MIKOTO_RTC_ENV": "production"},
+    {"MIKOTO_RTC_ENV": "production", "MIKOTO_RTC_SECRET": "dev-only-change-me"},
+    {"MIKOTO_RTC_PORT": "not-a-port"},
+])
+def test_serve_refuses_bad_configuration(env: dict[str, str]) -> None:
+    out = _cli("serve", **env)
+    assert out.returncode == 2 and "configuration error" in out.stderr
+
+
+@pytest.fixture
+def served() -> Iterator[int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "signaling", "serve", "--port", str(port)],
+        env=_env(MIKOTO_RTC_SECRET=SECRET, MIKOTO_RTC_SHUTDOWN_TIMEOUT="1"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port("127.0.0.1", port)
+        yield port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        finally:
+            proc.kill()
+
+
+async def test_served_node_takes_calls_with_cli_tokens(served: int) -> None:
+    token = _cli("token", "--user", "u1", MIKOTO_RTC_SECRET=SECRET).stdout.strip()
+    client = SignalingClient(f"http://127.0.0.1:{served}", token)
+    await client.connect()
+    try:
+        assert (await client.join("lobby")).user == "u1"
+    finally:
+        await client.close()
+
+
+def test_sigterm_stops_the_node_promptly_with_clients_connected() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "signaling", "serve", "--port", str(port)],
+        env=_env(MIKOTO_RTC_SECRET=SECRET, MIKOTO_RTC_SHUTDOWN_TIMEOUT="2"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port("127.0.0.1", port)
+        token = _cli("token", "--user", "h", MIKOTO_RTC_SECRET=SECRET).stdout.strip()
+        with subprocess.Popen([sys.executable, "-c", _HOLD, f"http://127.0.0.1:{port}", token],
+                              stdout=subprocess.PIPE, text=True) as holder:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "joined"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=8) == 0
+            assert holder.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+
+
+_HOLD = """
+import asyncio, sys
+from signaling.client import SignalingClient
+async def main():
+    c = SignalingClient(sys.argv[1], sys.argv[2])
+    await c.connect()
+    await c.join("lobby")
+    print("joined", flush=True)
+    while c.connected:
+        await asyncio.sleep(0.05)
+    await c.close()
+asyncio.run(main())
+"""

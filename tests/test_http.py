@@ -1,0 +1,73 @@
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+
+from signaling.auth import verify_token
+from signaling.config import Env
+
+from .conftest import TEST_SECRET, Node
+
+
+async def _post(node: Node, path: str, body: Any) -> tuple[int, Any]:
+    async with ClientSession() as http, http.post(node.url + path, json=body) as resp:
+        if resp.content_type == "application/json":
+            return resp.status, await resp.json()
+        return resp.status, await resp.text()
+
+
+async def _get_text(node: Node, path: str) -> tuple[int, str]:
+    async with ClientSession() as http, http.get(node.url + path) as resp:
+        return resp.status, await resp.text()
+
+
+async def test_healthz(node: Node) -> None:
+    async with ClientSession() as http, http.get(node.url + "/healthz") as resp:
+        assert (resp.status, await resp.json()) == (200, {"ok": True})
+
+
+async def test_dev_token_mints_a_token_the_node_accepts(node: Node) -> None:
+    status, body = await _post(node, "/api/dev/token", {"user": "u1", "name": "Ann",
+                                                        "rooms": ["lobby"]})
+    assert status == 200
+    who = verify_token(TEST_SECRET, body["token"])
+    assert (who.user, who.name, who.grants.rooms) == ("u1", "Ann", ("lobby",))
+    assert who.grants.publish and who.grants.subscribe and not who.grants.admin
+    client = await node.client(token=body["token"])
+    assert (await client.join("lobby")).user == "u1"
+
+
+@pytest.mark.parametrize("body", [None, [], {"user": ""}, {"user": 5}, {"user": "u", "rooms": "x"},
+                                  {"user": "u", "rooms": ["bad room"]}, {"user": "u", "name": ""}])
+async def test_dev_token_rejects_bad_bodies(node: Node, body: Any) -> None:
+    status, reply = await _post(node, "/api/dev/token", body)
+    assert status == 400 and reply["error"]["code"] == "bad_request"
+
+
+async def test_dev_token_rejects_non_json(node: Node) -> None:
+    async with ClientSession() as http:
+        async with http.post(node.url + "/api/dev/token", data=b"\xff\xfe") as resp:
+            assert resp.status == 400
+
+
+async def test_production_has_no_dev_endpoint(make_node: Any) -> None:
+    node = await make_node(env=Env.PRODUCTION)
+    status, _ = await _post(node, "/api/dev/token", {"user": "u1"})
+    assert status in (404, 405)
+
+
+async def test_web_client_is_served_at_root(make_node: Any, tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("<!doctype html><title>demo</title>")
+    (tmp_path / "app.js").write_text("console.log('hi')")
+    node = await make_node(web_dir=tmp_path)
+    status, text = await _get_text(node, "/")
+    assert status == 200 and "<title>demo</title>" in text
+    assert (await _get_text(node, "/app.js"))[0] == 200
+    assert (await _get_text(node, "/missing.js"))[0] == 404
+
+
+async def test_unbuilt_web_client_says_how_to_build(make_node: Any, tmp_path: Path) -> None:
+    node = await make_node(web_dir=tmp_path / "nowhere")
+    status, text = await _get_text(node, "/")
+    assert status == 503 and "npm" in text

@@ -1,0 +1,110 @@
+import type { ParticipantState, Room, SignalingClient } from '../sdk';
+import type { DemoApp, DemoEvent } from './app';
+
+/** Per remote participant: what a test needs to tell that media flows. */
+export interface PeerStats {
+  connectionState: RTCPeerConnectionState;
+  video: { framesDecoded: number; framesReceived: number; bytesReceived: number; frameWidth: number };
+  audio: { packetsReceived: number; bytesReceived: number };
+}
+
+export interface ParticipantSnapshot {
+  id: string;
+  user: string;
+  name: string;
+  state: ParticipantState;
+  connectionState: RTCPeerConnectionState;
+}
+
+/** `window.mikotoDemo`: test and debugging access to the live session. */
+export interface MikotoDemo {
+  /** The current room, or null before joining and after leaving. */
+  readonly room: Room | null;
+  readonly client: SignalingClient | null;
+  /** What is sent (camera, or camera audio + screen). */
+  readonly localStream: MediaStream | null;
+  /** This tab's user id (the dev token's `sub`). */
+  readonly userId: string;
+  /** Our participant id once joined. */
+  readonly selfId: string | null;
+  /** Recent events (status, socket, room, participants, tracks, peer states). */
+  readonly events: readonly DemoEvent[];
+  /** The RTCPeerConnection toward each remote participant, by participant id. */
+  peers(): Record<string, RTCPeerConnection>;
+  participants(): ParticipantSnapshot[];
+  /** Summed `inbound-rtp` counters per remote participant, by participant id. */
+  stats(): Promise<Record<string, PeerStats>>;
+  join(): Promise<void>;
+  leave(): Promise<void>;
+}
+
+declare global {
+  interface Window {
+    mikotoDemo: MikotoDemo;
+  }
+}
+
+export function installHooks(app: DemoApp): MikotoDemo {
+  const hooks: MikotoDemo = {
+    get room() {
+      return app.room;
+    },
+    get client() {
+      return app.client;
+    },
+    get localStream() {
+      return app.outgoing;
+    },
+    get userId() {
+      return app.userId;
+    },
+    get selfId() {
+      return app.room?.self?.id ?? null;
+    },
+    get events() {
+      return app.events;
+    },
+    peers: () => app.peers(),
+    participants: () =>
+      [...(app.room?.participants.values() ?? [])].map((p) => ({
+        id: p.id,
+        user: p.user,
+        name: p.name,
+        state: { ...p.state },
+        connectionState: p.connectionState,
+      })),
+    stats: async () => {
+      const entries = await Promise.all(
+        Object.entries(app.peers()).map(async ([id, pc]) => [id, await peerStats(pc)] as const),
+      );
+      return Object.fromEntries(entries);
+    },
+    join: () => app.join(),
+    leave: () => app.leave(),
+  };
+  window.mikotoDemo = hooks;
+  return hooks;
+}
+
+export async function peerStats(pc: RTCPeerConnection): Promise<PeerStats> {
+  const result: PeerStats = {
+    connectionState: pc.connectionState,
+    video: { framesDecoded: 0, framesReceived: 0, bytesReceived: 0, frameWidth: 0 },
+    audio: { packetsReceived: 0, bytesReceived: 0 },
+  };
+  const report = await pc.getStats();
+  report.forEach((entry: RTCStats) => {
+    if (entry.type !== 'inbound-rtp') return;
+    const rtp = entry as RTCInboundRtpStreamStats;
+    if (rtp.kind === 'video') {
+      result.video.framesDecoded += rtp.framesDecoded ?? 0;
+      result.video.framesReceived += rtp.framesReceived ?? 0;
+      result.video.bytesReceived += rtp.bytesReceived ?? 0;
+      result.video.frameWidth = Math.max(result.video.frameWidth, rtp.frameWidth ?? 0);
+    } else if (rtp.kind === 'audio') {
+      result.audio.packetsReceived += rtp.packetsReceived ?? 0;
+      result.audio.bytesReceived += rtp.bytesReceived ?? 0;
+    }
+  });
+  return result;
+}
