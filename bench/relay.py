@@ -100,16 +100,27 @@ def system_cpu() -> list[int]:
 
 def system_noise(a: list[int], b: list[int], server_cpu: float, loadgen_util: float | None
                  ) -> dict[str, float]:
-    """Steal time and CPU used by anything but the server and the loadgen, in a window."""
+    """Steal time and CPU used by anything but the server and the loadgen in a window,
+    both in cores (1.0 = one whole core)."""
     d = [y - x for x, y in zip(a, b, strict=False)]
     total = sum(d[:8]) or 1  # user nice system idle iowait irq softirq steal
     busy = total - d[3] - d[4]
     wall = total / CLK_TCK / (os.cpu_count() or 1)
     other = busy / CLK_TCK - server_cpu - (loadgen_util or 0) * wall
+    ncpu = os.cpu_count() or 1
     return {
-        "steal_pct": 100 * d[7] / total if len(d) > 7 else 0.0,
-        "other_cpu_pct": max(0.0, 100 * other / wall) if wall > 0 else 0.0,
+        "steal_cores": ncpu * d[7] / total if len(d) > 7 else 0.0,
+        "other_cores": max(0.0, other / wall) if wall > 0 else 0.0,
     }
+
+
+def background_load(seconds: float = 1.0) -> float:
+    """Cores busy (or stolen) machine-wide over a short sample, before we start anything."""
+    a = system_cpu()
+    time.sleep(seconds)
+    d = [y - x for x, y in zip(a, system_cpu(), strict=False)]
+    total = sum(d[:8]) or 1
+    return (os.cpu_count() or 1) * (total - d[3] - d[4]) / total
 
 
 def median(runs: list[dict[str, Any]], *key: str) -> float | None:
@@ -517,10 +528,10 @@ def notes(results: list[dict[str, Any]]) -> str:
                 f"  {thr['runs']} runs each: throughput {_fmt(tr[0], 0)}-{_fmt(tr[1], 0)} msgs/s,"
                 f" p99 {_fmt(lr[0])}-{_fmt(lr[1])} ms")
         noise = [x for r2 in (*r["throughput_runs"], *r["latency_runs"])
-                 for x in [r2.get("steal_pct", 0) + r2.get("other_cpu_pct", 0)]]
-        if noise and max(noise) > 10:
-            out.append(f"  noise: up to {max(noise):.0f}% of the machine was stolen or used by"
-                       " other processes during a measured window")
+                 for x in [r2.get("steal_cores", 0) + r2.get("other_cores", 0)]]
+        if noise and max(noise) > 0.1:
+            out.append(f"  noise: up to {max(noise):.2f} cores were stolen or used by other"
+                       " processes during a measured window")
         if (thr.get("loadgen_cpu_in_window") or 0) > 0.9 and (
                 thr.get("server_cpu_util") or 0) < 0.9:
             out.append(f"  note: the loadgen was near 100% CPU against {r['name']}:"
@@ -592,6 +603,10 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
+    busy = background_load()
+    if busy > 0.2:
+        print(f"relay.py: warning: {busy:.2f} cores busy or stolen before start;"
+              " results will be noisy", file=sys.stderr, flush=True)
     results: list[dict[str, Any]] = []
     try:
         ports = pick_ports(2)
@@ -616,12 +631,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"relay benchmark  {time.strftime('%Y-%m-%d %H:%M')}  "
               f"{os.cpu_count()} CPUs  pairs={opts.pairs} window={opts.window} "
               f"duration={opts.duration:g}s payload={opts.kind}~{opts.payload}B"
-              f"{' (quick)' if opts.quick else ''}")
+              f"{' (quick)' if opts.quick else ''}  background load {busy:.2f} cores")
         print(table(ours, ref, opts))
         print()
         print(notes(results))
         if opts.json:
-            meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "options": {
+            meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "background_cores": busy,
+                    "options": {
                 k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()}}
             opts.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
         return 0 if all(r.get("ok") for r in results) else 1

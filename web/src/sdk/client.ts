@@ -28,6 +28,12 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   /** Reconnect automatically after a lost connection; default true. */
   reconnection?: boolean;
+  /**
+   * Also reconnect when the server closed the connection itself (a node
+   * shutting down or restarting does that), after this many ms; default 1000,
+   * `null` to stay disconnected. Ignored without `reconnection`.
+   */
+  serverDisconnectRetryMs?: number | null;
   logger?: Logger;
 }
 
@@ -66,6 +72,7 @@ export class SignalingClient extends Emitter<ClientEvents> {
   private socket: Socket | null = null;
   private _state: ConnectionState = 'idle';
   private _lastError: RtcError | null = null;
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly logger: Logger;
   private readonly requestTimeoutMs: number;
 
@@ -161,6 +168,8 @@ export class SignalingClient extends Emitter<ClientEvents> {
     if (this._state === 'closed') return;
     const socket = this.socket;
     this.socket = null;
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     this.setState('closed');
     if (socket) {
       socket.removeAllListeners();
@@ -210,6 +219,10 @@ export class SignalingClient extends Emitter<ClientEvents> {
       const error = new RtcError('disconnected', reason);
       this._lastError = error;
       if (this._state === 'closed') return;
+      if (!socket.active && reason === 'io server disconnect' && this.retryAfterServerDisconnect(socket)) {
+        this.setState('reconnecting', error);
+        return;
+      }
       this.setState(socket.active ? 'reconnecting' : 'disconnected', error);
     });
     for (const name of SERVER_EVENT_NAMES) {
@@ -222,6 +235,25 @@ export class SignalingClient extends Emitter<ClientEvents> {
       });
     }
     return socket;
+  }
+
+  /**
+   * Socket.IO treats a server-side disconnect as final; for us it usually is
+   * a node going away, so try again (with jitter, so a restarted node is not
+   * hit by every client at once). A refused token then ends it for good.
+   */
+  private retryAfterServerDisconnect(socket: Socket): boolean {
+    const delay = this.options.serverDisconnectRetryMs === undefined ? 1000 : this.options.serverDisconnectRetryMs;
+    if (delay === null || this.options.reconnection === false) return false;
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(
+      () => {
+        this.retryTimer = null;
+        if (this.socket === socket && this._state === 'reconnecting' && !socket.active) socket.connect();
+      },
+      delay * (0.5 + Math.random()),
+    );
+    return true;
   }
 
   private retryState(): ConnectionState {

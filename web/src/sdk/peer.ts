@@ -110,12 +110,26 @@ export class Peer extends Emitter<PeerEvents> {
       const sender = this.senders.get(kind);
       if (sender) {
         if (sender.track !== track) replacements.push(sender.replaceTrack(track));
+        if (track && stream) this.enableSending(sender, stream);
       } else if (track && stream) {
         // Reuses a transceiver of the same kind that never sent, if any.
         this.senders.set(kind, this.pc.addTrack(track, stream));
       }
     }
     await Promise.all(replacements);
+  }
+
+  /**
+   * A sender that so far only received (from `ensureReceiving`) must also be
+   * told to send; this renegotiates, so the stream association goes along.
+   */
+  private enableSending(sender: RTCRtpSender, stream: MediaStream): void {
+    const transceiver = this.pc.getTransceivers().find((t) => t.sender === sender);
+    if (!transceiver) return;
+    const direction = transceiver.direction;
+    if (direction !== 'recvonly' && direction !== 'inactive') return;
+    transceiver.direction = direction === 'recvonly' ? 'sendrecv' : 'sendonly';
+    sender.setStreams(stream);
   }
 
   /**

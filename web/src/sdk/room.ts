@@ -308,7 +308,9 @@ export class Room extends Emitter<RoomEvents> {
     const buffered = this.buffered;
     this.buffered = [];
     for (const item of buffered) this.dispatch(item);
-    void this.updateState({ ...wanted, ...this.mediaState() }).catch((err: unknown) =>
+    // Awaited so that when join resolves the others have seen our media state;
+    // a failure here does not undo the join.
+    await this.updateState({ ...wanted, ...this.mediaState() }).catch((err: unknown) =>
       this.logger.warn('publishing the initial state failed', err),
     );
     return {
@@ -425,6 +427,12 @@ export class Room extends Emitter<RoomEvents> {
           if (this._state !== 'closed') this.setState('left', asRtcError(err));
         });
       }
+      return;
+    }
+    if (this._state === 'rejoining' && (state === 'disconnected' || state === 'closed')) {
+      // The connection will not come back (e.g. the token was refused on reconnect).
+      this.joinRequest = null;
+      this.setState('left', error ?? new RtcError('disconnected', `connection ${state}`));
       return;
     }
     if (this._state !== 'joined' && this._state !== 'joining') return;

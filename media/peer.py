@@ -1,0 +1,231 @@
+"""A headless room participant that sends synthetic media to everyone and counts what it gets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+from aiortc import RTCConfiguration
+
+from signaling.client import (
+    Disconnected,
+    Event,
+    JoinedRoom,
+    ParticipantJoined,
+    ParticipantLeft,
+    RequestError,
+    SignalingClient,
+    SignalReceived,
+)
+from signaling.ids import ParticipantId, RoomId
+
+from .ice import rtc_configuration
+from .link import LinkStats, PeerLink, SendSignal
+from .taskutil import cancel_and_wait
+from .tracks import SyntheticMedia
+
+log = logging.getLogger(__name__)
+
+_POLL_INTERVAL = 0.05
+
+
+class HeadlessPeer:
+    """Joins one room through a connected `SignalingClient` and calls every other participant.
+
+    Per docs/protocol.md ("Who offers first"): it offers to each participant its join
+    ack lists, and answers a participant who joins later when that one's first offer
+    arrives. Each remote participant gets its own `PeerLink` (one RTCPeerConnection,
+    one fresh pair of synthetic tracks, a frame counter per received track); a
+    participant leaving closes its link. See `PeerLink` for negotiation and glare.
+
+    The caller owns the client: `close()` leaves the room but does not disconnect.
+
+        peer = HeadlessPeer(client, media=SyntheticMedia(320, 240, fps=15))
+        await peer.join("standup")
+        await peer.wait_for_media(min_video_frames=10, min_audio_frames=10)
+        await peer.close()
+    """
+
+    def __init__(self, client: SignalingClient, *, media: SyntheticMedia | None = None,
+                 ice_servers: Sequence[Mapping[str, Any]] | None = None,
+                 relay_only: bool = False) -> None:
+        """`ice_servers` replaces the join ack's list (same wire shape); `relay_only`
+        restricts ICE to TURN relay candidates."""
+        self._client = client
+        self._media = media if media is not None else SyntheticMedia()
+        self._ice_override = ice_servers
+        self._relay_only = relay_only
+        self._joined: JoinedRoom | None = None
+        self._configuration: RTCConfiguration | None = None
+        self._links: dict[ParticipantId, PeerLink] = {}
+        # Our perfect-negotiation role toward participants who joined after us but
+        # whose first offer has not come yet.
+        self._later_joiners: dict[ParticipantId, bool] = {}
+        # Participants who left: a straggling signal from one must not open a new link.
+        self._gone: set[ParticipantId] = set()
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._unsubscribe: Callable[[], None] | None = None
+        self._router: asyncio.Task[None] | None = None
+        self._in_room = False
+        self._closing = False
+        self._closed = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def join(self, room: str, *, name: str | None = None,
+                   meta: dict[str, Any] | None = None) -> JoinedRoom:
+        """Join `room` and offer to everyone already there. Only once per peer."""
+        if self._joined is not None or self._closing or self._unsubscribe is not None:
+            raise RuntimeError("a HeadlessPeer joins one room once")
+        # Subscribe first: events may arrive before the ack is handled. They wait in the
+        # queue until the router starts, after the links for the ack's participants exist.
+        self._unsubscribe = self._client.subscribe(self._events.put_nowait)
+        try:
+            joined = await self._client.join(room, name=name, meta=meta)
+        except BaseException:
+            self._unsubscribe()
+            self._unsubscribe = None
+            raise
+        self._joined, self._in_room = joined, True
+        servers = joined.ice_servers if self._ice_override is None else self._ice_override
+        self._configuration = rtc_configuration(servers, relay_only=self._relay_only)
+        for participant in joined.participants:
+            # We joined later, so we are polite; the ack says so too.
+            polite = True if participant.polite is None else participant.polite
+            self._open_link(participant.id, polite).offer()
+        self._router = asyncio.create_task(self._route(), name=f"media-peer:{joined.self_id}")
+        return joined
+
+    async def close(self) -> None:
+        """Leave the room, close every peer connection and stop every task. Idempotent."""
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        try:
+            if self._unsubscribe is not None:
+                self._unsubscribe()
+            if self._router is not None:
+                await cancel_and_wait(self._router)
+            if self._joined is not None and self._in_room and self._client.connected:
+                self._in_room = False
+                try:
+                    await self._client.leave(self._joined.room)
+                except RequestError as exc:
+                    log.info("leaving %s: %s", self._joined.room, exc)
+            await self._close_links()
+        finally:
+            self._closed.set()
+
+    # -- what tests and tools look at ------------------------------------------------
+
+    @property
+    def id(self) -> ParticipantId:
+        return self._require_joined().self_id
+
+    @property
+    def room(self) -> RoomId:
+        return self._require_joined().room
+
+    @property
+    def links(self) -> Mapping[ParticipantId, PeerLink]:
+        """The open link to each remote participant (a read-only live view)."""
+        return MappingProxyType(self._links)
+
+    def stats(self) -> dict[ParticipantId, LinkStats]:
+        return {pid: link.stats() for pid, link in self._links.items()}
+
+    async def wait_for_media(self, *, min_video_frames: int = 1, min_audio_frames: int = 1,
+                             participants: Collection[ParticipantId] | None = None,
+                             # A parameter, not asyncio.timeout: the error then carries the stats.
+                             timeout: float = 20.0,  # noqa: ASYNC109
+                             ) -> dict[ParticipantId, LinkStats]:
+        """Wait until each of `participants` (default: every linked one, at least one)
+        has sent us that many video and audio frames; return their stats.
+
+        Raises TimeoutError, with the stats so far, after `timeout` seconds.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            stats = self.stats()
+            wanted = list(stats) if participants is None else list(participants)
+            if wanted and all(
+                p in stats and stats[p].video_frames >= min_video_frames
+                and stats[p].audio_frames >= min_audio_frames for p in wanted
+            ):
+                return {p: stats[p] for p in wanted}
+            if loop.time() >= deadline:
+                raise TimeoutError(f"media did not arrive within {timeout}s: {stats}")
+            # Polling: frames arrive at 50+ per second, an event per frame is not worth it.
+            await asyncio.sleep(_POLL_INTERVAL)
+
+    # -- events ----------------------------------------------------------------------
+
+    async def _route(self) -> None:
+        while True:
+            event = await self._events.get()
+            try:
+                await self._handle(event)
+            except Exception:
+                log.exception("handling %s failed", type(event).__name__)
+
+    async def _handle(self, event: Event) -> None:
+        room = self._require_joined().room
+        if isinstance(event, Disconnected):
+            # The node has dropped us from every room; nothing to leave any more.
+            self._in_room = False
+            await self._close_links()
+        elif event.room != room:
+            return
+        elif isinstance(event, SignalReceived):
+            if event.sender not in self._gone:
+                self._link_for(event.sender).deliver(event)
+        elif isinstance(event, ParticipantJoined):
+            # It will offer to us (it is the joiner); we only note our role.
+            self._later_joiners[event.participant.id] = event.polite
+        elif isinstance(event, ParticipantLeft):
+            self._gone.add(event.id)
+            self._later_joiners.pop(event.id, None)
+            link = self._links.pop(event.id, None)
+            if link is not None:
+                await link.close()
+
+    def _link_for(self, remote: ParticipantId) -> PeerLink:
+        link = self._links.get(remote)
+        if link is None:
+            # A signal from someone we have no link to: a later joiner's first offer.
+            # Being the earlier participant, we are the impolite side.
+            link = self._open_link(remote, self._later_joiners.pop(remote, False))
+        return link
+
+    def _open_link(self, remote: ParticipantId, polite: bool) -> PeerLink:
+        assert self._configuration is not None
+        link = PeerLink(remote, polite=polite, configuration=self._configuration,
+                        media=self._media, send=self._sender(remote))
+        self._links[remote] = link
+        return link
+
+    def _sender(self, remote: ParticipantId) -> SendSignal:
+        async def send(message: dict[str, Any]) -> None:
+            room = self._require_joined().room
+            try:
+                await self._client.signal(room, remote, **message)
+            except RequestError as exc:
+                # Most likely the participant has just left; its link closes on that event.
+                log.info("signal to %s refused: %s", remote, exc)
+
+        return send
+
+    async def _close_links(self) -> None:
+        links = list(self._links.values())
+        self._links.clear()
+        await asyncio.gather(*(link.close() for link in links))
+
+    def _require_joined(self) -> JoinedRoom:
+        if self._joined is None:
+            raise RuntimeError("the peer has not joined a room")
+        return self._joined
