@@ -39,6 +39,18 @@ async def test_two_chromium_pages_call_each_other_through_the_demo(node: Node) -
         assert "Bob" in await ann.inner_text(f"[data-participant-id='{bob_id}']")
 
 
+async def test_mute_toggle_shows_on_the_other_tile(node: Node) -> None:
+    async with chromium() as browser:
+        ann = await open_demo(browser, node.url, room="mute", name="Ann")
+        bob = await open_demo(browser, node.url, room="mute", name="Bob")
+        ann_id = await ann.evaluate("() => window.mikotoDemo.selfId")
+        tile = f".tile[data-participant-id='{ann_id}']"
+        await bob.wait_for_selector(f"{tile}[data-audio='true']")
+        await ann.click("#toggle-audio")
+        await bob.wait_for_selector(f"{tile}[data-audio='false']", timeout=10_000)
+        await bob.wait_for_selector(f"{tile}[data-video='true']")
+
+
 @pytest.mark.media
 @pytest.mark.parametrize("first", ["aiortc", "chromium"])
 async def test_chromium_page_calls_a_headless_aiortc_peer(node: Node, first: str) -> None:
