@@ -556,7 +556,7 @@ def ensure_node_modules() -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="short runs (about 1 minute in all)")
+    ap.add_argument("--quick", action="store_true", help="short runs (about 30 s in all)")
     ap.add_argument("--only", choices=["mikoto", "reference"], help="run one server only")
     ap.add_argument("--pairs", type=int, default=10, help="client pairs (throughput, latency)")
     ap.add_argument("--window", type=int, default=8, help="outstanding acks per sender")
