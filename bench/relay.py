@@ -1,6 +1,6 @@
 """Relay benchmark: mikoto-rtc against a reference Node socket.io server.
 
-    /work/main/.venv/bin/python bench/relay.py [--quick]
+    .venv/bin/python bench/relay.py [--quick]
 
 Starts our node (`python -m signaling serve`) and bench/reference/server.js one
 after the other on 127.0.0.1 (ports 8780-8789), runs the same load generator
