@@ -189,6 +189,8 @@ class SignalingClient:
             ack = await self._sio.call(event, *args, timeout=self._timeout)
         except socketio.exceptions.TimeoutError as exc:
             raise RequestError("unavailable", f"no ack for {event} in {self._timeout}s") from exc
+        except socketio.exceptions.BadNamespaceError as exc:
+            raise RequestError("unavailable", "not connected") from exc
         if not isinstance(ack, dict) or "ok" not in ack:
             raise RequestError("internal", f"malformed ack for {event}: {ack!r}")
         if not ack["ok"]:

@@ -255,3 +255,11 @@ async def test_oversized_engineio_packet_drops_only_that_client(node: Node) -> N
                                      "description": {"type": "offer", "sdp": "x" * 2_000_000}})
     await ann.signal("lobby", b.self_id, description=OFFER)
     assert (await bob_log.wait_for(SignalReceived)).sender == a.self_id
+
+
+async def test_sdk_request_after_close_fails_with_a_code(node: Node) -> None:
+    ann = await node.client("ann")
+    await ann.close()
+    with pytest.raises(RequestError) as err:
+        await ann.join("lobby")
+    assert err.value.code == "unavailable"
