@@ -88,6 +88,7 @@ class PeerLink:
         self._pending: list[RTCIceCandidate | None] = []
         self._ignore_offer = False
         self._closing = False
+        self._close_task: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
 
     # -- inputs ----------------------------------------------------------------------
@@ -104,6 +105,7 @@ class PeerLink:
 
     @property
     def closed(self) -> bool:
+        """True from the moment `close()` is called (see `wait_closed` for the end)."""
         return self._closing
 
     @property
@@ -131,15 +133,24 @@ class PeerLink:
         await self._closed.wait()
 
     async def close(self) -> None:
-        """Stop negotiating, close the peer connection and every sink. Idempotent."""
-        if self._closing:
-            await self._closed.wait()
-            return
-        self._closing = True
+        """Stop negotiating, close the peer connection and every sink. Idempotent.
+
+        The work runs in a task of its own, shielded from the caller's cancellation:
+        a peer connection closed halfway keeps its transports and tasks alive.
+        """
+        if self._close_task is None:
+            self._closing = True
+            self._close_task = asyncio.create_task(
+                self._close(), name=f"media-link-close:{self.remote}")
+        await asyncio.shield(self._close_task)
+
+    async def _close(self) -> None:
         try:
             if self._worker is not None:
                 await cancel_and_wait(self._worker)
             await self._close_pc()
+        except Exception:
+            log.exception("closing the connection to %s failed", self.remote)
         finally:
             self._closed.set()
 
@@ -153,7 +164,8 @@ class PeerLink:
             self._worker = asyncio.create_task(self._run(), name=f"media-link:{self.remote}")
 
     async def _run(self) -> None:
-        while True:
+        # The flag too, not only cancellation: aiortc/aioice code may swallow a CancelledError.
+        while not self._closing:
             command = await self._inbox.get()
             try:
                 if command == _MAKE_OFFER:

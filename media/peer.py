@@ -68,28 +68,32 @@ class HeadlessPeer:
         self._gone: set[ParticipantId] = set()
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._unsubscribe: Callable[[], None] | None = None
+        self._join_started = False
         self._router: asyncio.Task[None] | None = None
         self._in_room = False
         self._closing = False
-        self._closed = asyncio.Event()
+        self._close_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def join(self, room: str, *, name: str | None = None,
                    meta: dict[str, Any] | None = None) -> JoinedRoom:
         """Join `room` and offer to everyone already there. Only once per peer."""
-        if self._joined is not None or self._closing or self._unsubscribe is not None:
+        if self._join_started or self._close_task is not None:
             raise RuntimeError("a HeadlessPeer joins one room once")
+        self._join_started = True
         # Subscribe first: events may arrive before the ack is handled. They wait in the
         # queue until the router starts, after the links for the ack's participants exist.
         self._unsubscribe = self._client.subscribe(self._events.put_nowait)
         try:
             joined = await self._client.join(room, name=name, meta=meta)
         except BaseException:
-            self._unsubscribe()
-            self._unsubscribe = None
+            self._stop_listening()
             raise
         self._joined, self._in_room = joined, True
+        if self._closing:  # close() ran while we waited for the ack: undo the join
+            await self._client.leave(joined.room)
+            raise RuntimeError("the peer was closed while joining")
         servers = joined.ice_servers if self._ice_override is None else self._ice_override
         self._configuration = rtc_configuration(servers, relay_only=self._relay_only)
         for participant in joined.participants:
@@ -100,14 +104,18 @@ class HeadlessPeer:
         return joined
 
     async def close(self) -> None:
-        """Leave the room, close every peer connection and stop every task. Idempotent."""
-        if self._closing:
-            await self._closed.wait()
-            return
-        self._closing = True
+        """Leave the room, close every peer connection and stop every task. Idempotent.
+
+        Like `PeerLink.close`, the work is shielded from the caller's cancellation.
+        """
+        if self._close_task is None:
+            self._closing = True
+            self._close_task = asyncio.create_task(self._close(), name="media-peer-close")
+        await asyncio.shield(self._close_task)
+
+    async def _close(self) -> None:
         try:
-            if self._unsubscribe is not None:
-                self._unsubscribe()
+            self._stop_listening()
             if self._router is not None:
                 await cancel_and_wait(self._router)
             if self._joined is not None and self._in_room and self._client.connected:
@@ -117,8 +125,8 @@ class HeadlessPeer:
                 except RequestError as exc:
                     log.info("leaving %s: %s", self._joined.room, exc)
             await self._close_links()
-        finally:
-            self._closed.set()
+        except Exception:
+            log.exception("closing the peer failed")
 
     # -- what tests and tools look at ------------------------------------------------
 
@@ -129,6 +137,13 @@ class HeadlessPeer:
     @property
     def room(self) -> RoomId:
         return self._require_joined().room
+
+    @property
+    def configuration(self) -> RTCConfiguration:
+        """What every peer connection of this peer is made with (set by `join`)."""
+        if self._configuration is None:
+            raise RuntimeError("the peer has not joined a room")
+        return self._configuration
 
     @property
     def links(self) -> Mapping[ParticipantId, PeerLink]:
@@ -166,7 +181,7 @@ class HeadlessPeer:
     # -- events ----------------------------------------------------------------------
 
     async def _route(self) -> None:
-        while True:
+        while not self._closing:
             event = await self._events.get()
             try:
                 await self._handle(event)
@@ -190,9 +205,11 @@ class HeadlessPeer:
         elif isinstance(event, ParticipantLeft):
             self._gone.add(event.id)
             self._later_joiners.pop(event.id, None)
-            link = self._links.pop(event.id, None)
+            link = self._links.get(event.id)
             if link is not None:
+                # Dropped only once closed: if we are cancelled meanwhile, close() finds it.
                 await link.close()
+                self._links.pop(event.id, None)
 
     def _link_for(self, remote: ParticipantId) -> PeerLink:
         link = self._links.get(remote)
@@ -221,9 +238,15 @@ class HeadlessPeer:
         return send
 
     async def _close_links(self) -> None:
-        links = list(self._links.values())
-        self._links.clear()
-        await asyncio.gather(*(link.close() for link in links))
+        links = dict(self._links)
+        await asyncio.gather(*(link.close() for link in links.values()))
+        for remote in links:
+            self._links.pop(remote, None)
+
+    def _stop_listening(self) -> None:
+        unsubscribe, self._unsubscribe = self._unsubscribe, None
+        if unsubscribe is not None:
+            unsubscribe()
 
     def _require_joined(self) -> JoinedRoom:
         if self._joined is None:

@@ -83,12 +83,13 @@ class SyntheticVideoTrack(MediaStreamTrack):
         index = self._index
         await self._pacer.wait(index / self.fps)
         self._index += 1
-        frame = VideoFrame.from_ndarray(self._picture(index), format="yuv420p")
+        frame = VideoFrame.from_ndarray(self.picture(index), format="yuv420p")
         frame.pts = round(index * VIDEO_CLOCK_RATE / self.fps)
         frame.time_base = VIDEO_TIME_BASE
         return frame
 
-    def _picture(self, index: int) -> npt.NDArray[np.uint8]:
+    def picture(self, index: int) -> npt.NDArray[np.uint8]:
+        """The yuv420p planes of frame `index`, stacked as `VideoFrame.from_ndarray` takes them."""
         w, h, cell = self.width, self.height, self._cell
         picture = self._template.copy()
         # A bar crossing the picture every two seconds, below the index row.

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import itertools
 
 import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
 
 from media import FrameCounter, SineAudioTrack, SyntheticMedia, SyntheticVideoTrack
 from media.tracks import read_frame_index
+
+from .media_fixtures import eventually
 
 
 async def test_video_frames_have_size_kind_pts_and_their_index() -> None:
@@ -22,7 +26,7 @@ async def test_video_frames_have_size_kind_pts_and_their_index() -> None:
     assert {f.time_base for f in frames} == {fractions.Fraction(1, 90_000)}
     assert [read_frame_index(f) for f in frames] == [0, 1, 2, 3]
     pictures = [f.to_ndarray() for f in frames]
-    assert not any(np.array_equal(a, b) for a, b in zip(pictures, pictures[1:], strict=False))
+    assert not any(np.array_equal(a, b) for a, b in itertools.pairwise(pictures))
     track.stop()
 
 
@@ -30,17 +34,23 @@ async def test_default_video_is_640x480_at_30_fps() -> None:
     track = SyntheticVideoTrack()
     first, second = await track.recv(), await track.recv()
     assert (first.width, first.height) == (640, 480)
-    assert second.pts - first.pts == 90_000 // 30
+    assert (first.pts, second.pts) == (0, 90_000 // 30)
     assert read_frame_index(second) == 1
     track.stop()
 
 
-async def test_frame_index_reads_large_indices_and_odd_rates() -> None:
+def test_frame_index_survives_large_indices_and_small_pictures() -> None:
+    for width, height in ((64, 48), (1280, 720)):
+        track = SyntheticVideoTrack(width, height)
+        for index in (0xBEEF, 0xFFFF, 0x10001):
+            frame = VideoFrame.from_ndarray(track.picture(index), format="yuv420p")
+            assert read_frame_index(frame) == index & 0xFFFF
+
+
+async def test_pts_follow_odd_frame_rates() -> None:
     track = SyntheticVideoTrack(64, 48, fps=7)
-    track._index = 0xBEEF  # jump ahead rather than waiting for 48879 frames
-    frame = await track.recv()
-    assert read_frame_index(frame) == 0xBEEF
-    assert frame.pts == round(0xBEEF * 90_000 / 7)
+    frames = [await track.recv() for _ in range(3)]
+    assert [f.pts for f in frames] == [0, round(90_000 / 7), round(2 * 90_000 / 7)]
     track.stop()
 
 
@@ -117,13 +127,9 @@ async def test_frame_counter_counts_until_the_track_ends() -> None:
     track = SyntheticVideoTrack(64, 48, fps=100)
     counter = FrameCounter(track)
     counter.start()
-    async with asyncio.timeout(5):
-        while counter.frames < 5:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: counter.frames >= 5)
     track.stop()
-    async with asyncio.timeout(1):
-        while counter.running:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: not counter.running, timeout=1)
     assert counter.kind == "video" and counter.last_size == (64, 48)
     assert counter.last_frame is not None
     assert read_frame_index(counter.last_frame) == counter.frames - 1
