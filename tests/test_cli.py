@@ -6,7 +6,9 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +116,23 @@ async def main():
     await c.close()
 asyncio.run(main())
 """
+
+
+def test_readme_serve_command_runs_the_demo_on_the_embedded_default() -> None:
+    port = free_port()
+    serve = Path(__file__).parent.parent / "scripts" / "serve"
+    with subprocess.Popen([str(serve), "--port", str(port)], env=_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True) as proc:
+        try:
+            wait_port("127.0.0.1", port, timeout=120)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+                assert resp.status == 200 and b"<html" in resp.read().lower()
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/api/dev/token",
+                                         data=b'{"user": "u1"}',
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                assert resp.status == 200 and b"token" in resp.read()
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
