@@ -8,6 +8,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -54,36 +55,15 @@ def test_serve_refuses_bad_configuration(env: dict[str, str]) -> None:
     assert out.returncode == 2 and "configuration error" in out.stderr
 
 
+@dataclass
+class Served:
+    port: int
+    proc: subprocess.Popen[bytes]
+
+
 @pytest.fixture
-def served() -> Iterator[int]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "signaling", "serve", "--port", str(port)],
-        env=_env(MIKOTO_RTC_SECRET=SECRET, MIKOTO_RTC_SHUTDOWN_TIMEOUT="1"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port("127.0.0.1", port)
-        yield port
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        finally:
-            proc.kill()
-
-
-async def test_served_node_takes_calls_with_cli_tokens(served: int) -> None:
-    token = _cli("token", "--user", "u1", MIKOTO_RTC_SECRET=SECRET).stdout.strip()
-    client = SignalingClient(f"http://127.0.0.1:{served}", token)
-    await client.connect()
-    try:
-        assert (await client.join("lobby")).user == "u1"
-    finally:
-        await client.close()
-
-
-def test_sigterm_stops_the_node_promptly_with_clients_connected() -> None:
+def served() -> Iterator[Served]:
+    """A node started by the console script, stopped with SIGTERM (and killed if it hangs)."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "signaling", "serve", "--port", str(port)],
@@ -92,15 +72,33 @@ def test_sigterm_stops_the_node_promptly_with_clients_connected() -> None:
     )
     try:
         wait_port("127.0.0.1", port)
-        token = _cli("token", "--user", "h", MIKOTO_RTC_SECRET=SECRET).stdout.strip()
-        with subprocess.Popen([sys.executable, "-c", _HOLD, f"http://127.0.0.1:{port}", token],
-                              stdout=subprocess.PIPE, text=True) as holder:
-            assert holder.stdout is not None and holder.stdout.readline().strip() == "joined"
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=8) == 0
-            assert holder.wait(timeout=10) == 0
+        yield Served(port, proc)
     finally:
-        proc.kill()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        finally:
+            proc.kill()
+
+
+async def test_served_node_takes_calls_with_cli_tokens(served: Served) -> None:
+    token = _cli("token", "--user", "u1", MIKOTO_RTC_SECRET=SECRET).stdout.strip()
+    client = SignalingClient(f"http://127.0.0.1:{served.port}", token)
+    await client.connect()
+    try:
+        assert (await client.join("lobby")).user == "u1"
+    finally:
+        await client.close()
+
+
+def test_sigterm_stops_the_node_promptly_with_clients_connected(served: Served) -> None:
+    token = _cli("token", "--user", "h", MIKOTO_RTC_SECRET=SECRET).stdout.strip()
+    with subprocess.Popen([sys.executable, "-c", _HOLD, f"http://127.0.0.1:{served.port}", token],
+                          stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "joined"
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(timeout=8) == 0
+        assert holder.wait(timeout=10) == 0
 
 
 _HOLD = """
