@@ -188,6 +188,11 @@ class PeerLink:
             await self._apply_description(signal.description)
         elif signal.is_candidate:
             await self._apply_candidate(signal.candidate)
+        elif signal.restart:
+            # aiortc cannot restart ICE on a live connection; the browser side's own
+            # restartIce() offer is answered as usual instead.
+            log.info("ignoring an ICE restart request from %s (not supported by aiortc)",
+                     self.remote)
 
     async def _apply_description(self, description: dict[str, str]) -> None:
         kind, sdp = description.get("type"), description.get("sdp")

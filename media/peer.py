@@ -17,6 +17,7 @@ from signaling.client import (
     ParticipantJoined,
     ParticipantLeft,
     RequestError,
+    SessionStarted,
     SignalingClient,
     SignalReceived,
 )
@@ -28,6 +29,8 @@ from .taskutil import cancel_and_wait
 from .tracks import SyntheticMedia
 
 log = logging.getLogger(__name__)
+
+_ROOM_SCOPED = (SignalReceived, ParticipantJoined, ParticipantLeft)
 
 _POLL_INTERVAL = 0.05
 
@@ -190,11 +193,15 @@ class HeadlessPeer:
 
     async def _handle(self, event: Event) -> None:
         room = self._require_joined().room
-        if isinstance(event, Disconnected):
-            # The node has dropped us from every room; nothing to leave any more.
+        if isinstance(event, Disconnected) or (
+            isinstance(event, SessionStarted) and room in event.rooms
+        ):
+            # Closed for good, or the session could not be resumed: the node has dropped
+            # us from the room, so there is nothing to leave any more. (A resumed session
+            # keeps the room and every link: media goes on over the same connections.)
             self._in_room = False
             await self._close_links()
-        elif event.room != room:
+        elif not isinstance(event, _ROOM_SCOPED) or event.room != room:
             return
         elif isinstance(event, SignalReceived):
             if event.sender not in self._gone:

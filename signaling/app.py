@@ -11,6 +11,7 @@ from aiohttp import web
 from .config import Config
 from .edge import SignalingEdge
 from .http import CONFIG, add_routes
+from .push import LogPush, PushHook, WebhookPush
 from .rooms import RoomService
 
 log = logging.getLogger(__name__)
@@ -27,28 +28,31 @@ def create_app(config: Config) -> web.Application:
     """Build a signaling node. A dev config without a secret gets an ephemeral one here."""
     config = config.with_runtime_secret()
     app = web.Application()
-    rooms = RoomService(config.room_max_participants)
+    rooms = RoomService(config.room_max_participants, config.room_log_size)
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
         cors_allowed_origins=list(config.cors_origins) or None,
         max_http_buffer_size=config.max_sdp_bytes + PACKET_OVERHEAD,
+        ping_interval=config.ping_interval,
+        ping_timeout=config.ping_timeout,
     )
+    push: PushHook = (WebhookPush(config.push_url, config.push_secret)
+                      if config.push_url and config.push_secret else LogPush())
     sio.attach(app)
     app[CONFIG] = config
     app[ROOMS] = rooms
     app[SIO] = sio
-    app[EDGE] = SignalingEdge(sio, config, rooms)
+    app[EDGE] = SignalingEdge(sio, config, rooms, push)
     add_routes(app, config)
     app.cleanup_ctx.append(_lifecycle)
-    app.on_shutdown.append(_disconnect_all)
+    app.on_shutdown.append(_drain)
     return app
 
 
-async def _disconnect_all(app: web.Application) -> None:
-    # Open websockets would otherwise hold shutdown for the runner's whole timeout.
-    sio = app[SIO]
-    for sid in app[EDGE].connections():
-        await sio.disconnect(sid)
+async def _drain(app: web.Application) -> None:
+    # Runs after the listener is closed: tell clients to go, then close what is left, since
+    # open websockets would otherwise hold shutdown for the runner's whole timeout.
+    await app[EDGE].drain()
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -57,4 +61,5 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     if config.dev:
         log.warning("DEV MODE: ephemeral or development secret, /api/dev/token enabled")
     yield
+    await app[EDGE].aclose()
     await app[SIO].shutdown()

@@ -9,18 +9,27 @@
 
 Subscribers are plain callables run in arrival order; they must not block (hand
 slow work to a task or queue of your own).
+
+A lost transport is not the end: the client reconnects by itself (capped
+exponential backoff with jitter) and resumes its session, so its participants
+and rooms survive and missed room events arrive in order, exactly once.
+Requests made meanwhile wait and are sent in order after the resume; each
+carries a `cid`, so one resent after a lost ack is acted on once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
 
-from .ids import ParticipantId, RoomId, UserId
+from .ids import CallId, ParticipantId, RoomId, UserId
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +53,14 @@ class ParticipantInfo:
     state: dict[str, bool]
     # Our own role toward this peer for perfect negotiation; None when not stated.
     polite: bool | None = None
+    connection: str = "connected"
 
     @classmethod
     def from_wire(cls, data: dict[str, Any], polite: bool | None = None) -> ParticipantInfo:
         return cls(
             id=ParticipantId(data["id"]), user=UserId(data["user"]), name=data["name"],
             state=dict(data.get("state", {})),
-            polite=data.get("polite", polite),
+            polite=data.get("polite", polite), connection=data.get("connection", "connected"),
         )
 
 
@@ -96,14 +106,58 @@ class SignalReceived:
     # A candidate dict; None with `is_candidate` means end-of-candidates.
     candidate: dict[str, Any] | None = None
     is_candidate: bool = False
+    restart: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionChanged:
+    """The client's connection state: `connected`, `reconnecting` or `disconnected`."""
+
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStarted:
+    """A `session` event: `resumed` False after a reconnect means the rooms were lost."""
+
+    session: str
+    resumed: bool
+    rooms: list[RoomId]
+
+
+@dataclass(frozen=True, slots=True)
+class Draining:
+    reconnect_in: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallIncoming:
+    call_id: CallId
+    caller: UserId
+    caller_name: str
+    media: dict[str, bool]
+    room: RoomId
+
+
+@dataclass(frozen=True, slots=True)
+class CallStateChanged:
+    call_id: CallId
+    state: str
+    by: UserId | None = None
+    device: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Disconnected:
+    """The client is disconnected for good (closed, or reconnecting gave up)."""
+
     reason: str
 
 
-Event = ParticipantJoined | ParticipantLeft | ParticipantUpdated | SignalReceived | Disconnected
+Event = (ParticipantJoined | ParticipantLeft | ParticipantUpdated | SignalReceived
+         | ConnectionChanged | SessionStarted | Draining | CallIncoming | CallStateChanged
+         | Disconnected)
 Subscriber = Callable[[Event], None]
 
 
@@ -128,8 +182,23 @@ def _signal(d: dict[str, Any]) -> SignalReceived:
     return SignalReceived(
         room=RoomId(d["room"]), sender=ParticipantId(d["from"]),
         description=d.get("description"), candidate=d.get("candidate"),
-        is_candidate="candidate" in d,
+        is_candidate="candidate" in d, restart=bool(d.get("restart", False)),
     )
+
+
+def _incoming(d: dict[str, Any]) -> CallIncoming:
+    return CallIncoming(call_id=CallId(d["callId"]), caller=UserId(d["from"]["user"]),
+                        caller_name=d["from"]["name"], media=dict(d["media"]),
+                        room=RoomId(d["room"]))
+
+
+def _call_state(d: dict[str, Any]) -> CallStateChanged:
+    return CallStateChanged(call_id=CallId(d["callId"]), state=d["state"], by=d.get("by"),
+                            device=d.get("device"), reason=d.get("reason"))
+
+
+def _draining(d: dict[str, Any]) -> Draining:
+    return Draining(reconnect_in=int(d["reconnectIn"]))
 
 
 _PARSERS: dict[str, Callable[[dict[str, Any]], Event]] = {
@@ -137,29 +206,68 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Event]] = {
     "participant:left": _left,
     "participant:updated": _updated,
     "signal": _signal,
+    "call:incoming": _incoming,
+    "call:state": _call_state,
+    "server:draining": _draining,
 }
 
 
-class SignalingClient:
-    """One authenticated connection to a signaling node."""
+_ROOM_EVENTS = (ParticipantJoined, ParticipantLeft, ParticipantUpdated)
+_MAX_SENDS = 3
+_SESSION_LOST = frozenset({"not_found", "forbidden", "conflict"})
 
-    def __init__(self, url: str, token: str, *, request_timeout: float = 10.0,
-                 transports: tuple[str, ...] = ("websocket",)) -> None:
+
+class SignalingClient:
+    """One authenticated signaling session, surviving lost transports."""
+
+    def __init__(self, url: str, token: str | Callable[[], str], *,
+                 request_timeout: float = 10.0, transports: tuple[str, ...] = ("websocket",),
+                 reconnect: bool = True, backoff: float = 0.25, max_backoff: float = 5.0,
+                 max_attempts: int | None = None) -> None:
+        """`token` may be a function, called for a fresh token on every (re)connect."""
         self.url = url
         self._token = token
         self._timeout = request_timeout
         self._transports = list(transports)
+        self._reconnect = reconnect
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+        self._max_attempts = max_attempts
         self._subscribers: list[Subscriber] = []
         self._refusal: RequestError | None = None
+        self._session: str | None = None
+        self._resume: str | None = None
+        self._rooms: set[RoomId] = set()
+        self._last_seq: dict[RoomId, int] = {}
+        self._state = "disconnected"
+        self._online = asyncio.Event()
+        self._lost = asyncio.Event()  # set while the transport is down
+        self._closing = False
+        self._reconnector: asyncio.Task[None] | None = None
+        self._drain_delay = 0.0
         self._sio = socketio.AsyncClient(reconnection=False)
         for name, parse in _PARSERS.items():
             self._sio.on(name, self._dispatcher(parse))
+        self._sio.on("session", self._on_session)
         self._sio.on("connect_error", self._on_connect_error)
         self._sio.on("disconnect", self._on_disconnect)
 
     @property
     def connected(self) -> bool:
-        return bool(self._sio.connected)
+        return self._state == "connected"
+
+    @property
+    def state(self) -> str:
+        """`connected`, `reconnecting` or `disconnected`."""
+        return self._state
+
+    @property
+    def session(self) -> str | None:
+        return self._session
+
+    def last_seq(self, room: str) -> int:
+        """The last seq of `room` this client has seen, as an event or in an ack."""
+        return self._last_seq.get(RoomId(room), 0)
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call `subscriber` with every event; returns a function that unsubscribes."""
@@ -168,35 +276,97 @@ class SignalingClient:
 
     async def connect(self) -> None:
         """Connect and authenticate; raises RequestError with the server's code when refused."""
+        self._closing = False
+        await self._open(resume=False)
+
+    async def close(self) -> None:
+        """Leave for good: no reconnect; the server ends the session at once."""
+        if self._online.is_set():
+            try:
+                await self._sio.call("session:end", {}, timeout=min(self._timeout, 2.0))
+            except (socketio.exceptions.SocketIOError, TimeoutError):
+                pass  # the grace period ends it instead
+        self._closing = True
+        if self._reconnector is not None:
+            self._reconnector.cancel()
+            await asyncio.gather(self._reconnector, return_exceptions=True)
+        await self._sio.disconnect()
+        self._online.clear()
+        self._lost.set()
+        self._set_state("disconnected")
+
+    async def drop_transport(self) -> None:
+        """Close the transport as a network loss would (for tests and demos of resume)."""
+        eio = self._sio.eio
+        if eio.ws is not None:
+            await eio.ws.close()
+
+    async def _open(self, *, resume: bool) -> None:
         self._refusal = None
+        auth: dict[str, Any] = {"token": self._token() if callable(self._token) else self._token}
+        if resume and self._session is not None:
+            auth.update(session=self._session, resume=self._resume,
+                        lastSeq={r: self._last_seq.get(r, 0) for r in self._rooms})
         try:
-            await self._sio.connect(
-                self.url, auth={"token": self._token}, transports=self._transports,
-                wait_timeout=self._timeout,
-            )
+            await self._sio.connect(self.url, auth=auth, transports=self._transports,
+                                    wait_timeout=self._timeout)
         except socketio.exceptions.ConnectionError as exc:
             if self._refusal is not None:
                 raise self._refusal from exc
             raise RequestError("unavailable", str(exc)) from exc
-
-    async def close(self) -> None:
-        await self._sio.disconnect()
+        try:  # connected means the session is known: it is the first event
+            await asyncio.wait_for(self._online.wait(), self._timeout)
+        except TimeoutError as exc:
+            await self._sio.disconnect()
+            raise RequestError("unavailable", "no session from the server") from exc
 
     async def request(self, event: str, payload: Any = _UNSET) -> dict[str, Any]:
-        """Send an event and return its ack's result; raise RequestError for an error ack."""
+        """Send an event and return its ack's result; raise RequestError for an error ack.
+
+        While reconnecting, the request waits; if the connection drops before its ack,
+        it is sent again with the same `cid` after the resume.
+        """
+        if isinstance(payload, dict):
+            payload = {**payload, "cid": secrets.token_urlsafe(12)}
         args = () if payload is _UNSET else (payload,)
-        try:
-            ack = await self._sio.call(event, *args, timeout=self._timeout)
-        except socketio.exceptions.TimeoutError as exc:
-            raise RequestError("unavailable", f"no ack for {event} in {self._timeout}s") from exc
-        except socketio.exceptions.BadNamespaceError as exc:
-            raise RequestError("unavailable", "not connected") from exc
+        for _ in range(_MAX_SENDS):
+            if not self._online.is_set():
+                if self._closing or not self._reconnect or self._state == "disconnected":
+                    raise RequestError("unavailable", "not connected")
+                await self._online.wait()
+            ack = await self._call(event, args)
+            if ack is not None:
+                break
+        else:
+            # A request that keeps killing its connection (e.g. over the size cap) is not
+            # worth another resend.
+            raise RequestError("unavailable", f"connection lost {_MAX_SENDS} times before the ack")
         if not isinstance(ack, dict) or "ok" not in ack:
             raise RequestError("internal", f"malformed ack for {event}: {ack!r}")
         if not ack["ok"]:
             err = ack.get("error") or {}
             raise RequestError(str(err.get("code", "internal")), str(err.get("message", "")))
+        if isinstance(ack.get("seq"), int) and isinstance(payload, dict) and "room" in payload:
+            self._saw(RoomId(payload["room"]), ack["seq"])
         return ack
+
+    async def _call(self, event: str, args: tuple[Any, ...]) -> Any:
+        """The ack, or None when the transport went down first (then the caller retries)."""
+        call = asyncio.ensure_future(self._sio.call(event, *args, timeout=self._timeout))
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait({call, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if not call.done():
+            call.cancel()
+            return None
+        try:
+            return call.result()
+        except socketio.exceptions.TimeoutError as exc:
+            raise RequestError("unavailable", f"no ack for {event} in {self._timeout}s") from exc
+        except socketio.exceptions.BadNamespaceError:
+            return None
 
     async def join(self, room: str, *, name: str | None = None,
                    meta: dict[str, Any] | None = None) -> JoinedRoom:
@@ -207,6 +377,7 @@ class SignalingClient:
             payload["meta"] = meta
         ack = await self.request("room:join", payload)
         me = ack["self"]
+        self._rooms.add(RoomId(ack["room"]))
         return JoinedRoom(
             room=RoomId(ack["room"]), seq=ack["seq"], self_id=ParticipantId(me["id"]),
             user=UserId(me["user"]), name=me["name"],
@@ -216,21 +387,58 @@ class SignalingClient:
 
     async def leave(self, room: str) -> None:
         await self.request("room:leave", {"room": room})
+        self._rooms.discard(RoomId(room))
+        self._last_seq.pop(RoomId(room), None)
 
     async def signal(self, room: str, to: str, *, description: dict[str, str] | None = None,
-                     candidate: dict[str, Any] | None = _UNSET) -> None:
-        """Send a description, a candidate, or (candidate=None) end-of-candidates to a peer."""
+                     candidate: dict[str, Any] | None = _UNSET, restart: bool = False) -> None:
+        """Send a description, a candidate, (candidate=None) end-of-candidates, or a restart
+        request to a peer."""
         payload: dict[str, Any] = {"room": room, "to": to}
         if description is not None:
             payload["description"] = description
         if candidate is not _UNSET:
             payload["candidate"] = candidate
+        if restart:
+            payload["restart"] = True
         await self.request("signal", payload)
 
     async def update(self, room: str, **state: bool) -> int:
         """Change this participant's state (audio, video, screen, hand, speaking); returns seq."""
         ack = await self.request("participant:update", {"room": room, "state": state})
         return int(ack["seq"])
+
+    async def ping(self) -> float:
+        """Round-trip time to the node, in seconds."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await self.request("ping", {"t": start})
+        return loop.time() - start
+
+    async def invite(self, to: str | list[str], *, audio: bool = True, video: bool = True,
+                     room: str | None = None) -> dict[str, Any]:
+        """Ring `to`; returns the ack `{callId, room, state}`."""
+        payload: dict[str, Any] = {"to": to, "media": {"audio": audio, "video": video}}
+        if room is not None:
+            payload["room"] = room
+        return await self.request("call:invite", payload)
+
+    async def call_action(self, action: str, call_id: str, reason: str | None = None) -> str:
+        """`accept`, `decline`, `cancel` or `hangup` a call; returns the resulting state."""
+        payload: dict[str, Any] = {"callId": call_id}
+        if reason is not None:
+            payload["reason"] = reason
+        ack = await self.request(f"call:{action}", payload)
+        return str(ack.get("state", ""))
+
+    # -- incoming ---------------------------------------------------------------------
+
+    def _saw(self, room: RoomId, seq: int) -> bool:
+        """Record a room seq; False when it was already seen (a duplicate)."""
+        if seq <= self._last_seq.get(room, 0):
+            return False
+        self._last_seq[room] = seq
+        return True
 
     def _dispatcher(self, parse: Callable[[dict[str, Any]], Event]) -> Callable[[Any], None]:
         def dispatch(data: Any) -> None:
@@ -239,9 +447,29 @@ class SignalingClient:
             except (KeyError, TypeError, ValueError):
                 log.warning("ignoring malformed server event: %.200r", data)
                 return
+            if isinstance(event, _ROOM_EVENTS) and not self._saw(event.room, event.seq):
+                return
+            if isinstance(event, Draining):
+                self._drain_delay = event.reconnect_in / 1000
             self._publish(event)
 
         return dispatch
+
+    def _on_session(self, data: Any) -> None:
+        try:
+            session, resume, resumed = data["session"], data["resume"], bool(data["resumed"])
+        except (KeyError, TypeError):
+            log.warning("ignoring malformed session event: %.200r", data)
+            return
+        lost = [] if resumed else sorted(self._rooms)
+        if not resumed:
+            self._rooms.clear()
+            self._last_seq.clear()
+        self._session, self._resume = session, resume
+        self._lost.clear()
+        self._online.set()
+        self._set_state("connected")
+        self._publish(SessionStarted(session=session, resumed=resumed, rooms=lost))
 
     def _publish(self, event: Event) -> None:
         for subscriber in list(self._subscribers):
@@ -249,6 +477,11 @@ class SignalingClient:
                 subscriber(event)
             except Exception:
                 log.exception("subscriber failed on %s", type(event).__name__)
+
+    def _set_state(self, state: str) -> None:
+        if state != self._state:
+            self._state = state
+            self._publish(ConnectionChanged(state))
 
     def _on_connect_error(self, data: Any = None) -> None:
         if isinstance(data, dict) and isinstance(data.get("data"), dict):
@@ -259,4 +492,37 @@ class SignalingClient:
             self._refusal = RequestError("unauthorized", str(data))
 
     def _on_disconnect(self, reason: Any = None) -> None:
-        self._publish(Disconnected(reason=str(reason)))
+        self._online.clear()
+        self._lost.set()
+        if self._closing or not self._reconnect:
+            self._set_state("disconnected")
+            self._publish(Disconnected(reason=str(reason)))
+            return
+        self._set_state("reconnecting")
+        if self._reconnector is None or self._reconnector.done():
+            self._reconnector = asyncio.create_task(self._reconnect_loop())
+
+    async def _reconnect_loop(self) -> None:
+        attempt = 0
+        delay = self._drain_delay
+        self._drain_delay = 0.0
+        while not self._closing:
+            # Capped exponential backoff with full jitter, so clients of a dead node spread out.
+            await asyncio.sleep(delay)
+            attempt += 1
+            try:
+                await self._open(resume=self._session is not None)
+                return
+            except RequestError as exc:
+                if exc.code in _SESSION_LOST and self._session is not None:
+                    log.info("session %s cannot resume (%s): starting a new one",
+                             self._session, exc.code)
+                    self._session = self._resume = None
+                    delay = 0.0
+                    continue
+                log.info("reconnect attempt %d failed: %s", attempt, exc)
+            if self._max_attempts is not None and attempt >= self._max_attempts:
+                self._set_state("disconnected")
+                self._publish(Disconnected(reason="gave up reconnecting"))
+                return
+            delay = random.uniform(0, min(self._max_backoff, self._backoff * 2 ** attempt))

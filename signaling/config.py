@@ -44,17 +44,33 @@ class Config:
     turn_ttl: int = 3600
     token_ttl: int = 3600
     shutdown_timeout: float = 5.0
+    resume_grace: float = 30.0
+    ping_interval: float = 10.0
+    ping_timeout: float = 10.0
+    room_log_size: int = 1024
+    dedup_window: float = 120.0
+    drain_timeout: float = 10.0
+    call_ring_timeout: float = 30.0
+    call_max_callees: int = 8
+    push_url: str | None = None
+    push_secret: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port out of range: {self.port}")
         if self.room_max_participants < 2:
             raise ConfigError("room_max_participants must be at least 2")
-        for name in ("max_sdp_bytes", "max_meta_bytes", "turn_ttl", "token_ttl"):
+        for name in ("max_sdp_bytes", "max_meta_bytes", "turn_ttl", "token_ttl", "resume_grace",
+                     "ping_interval", "ping_timeout", "room_log_size", "dedup_window",
+                     "call_ring_timeout", "call_max_callees"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.turn_urls and not self.turn_secret:
             raise ConfigError("turn_urls are set but turn_secret is not")
+        if self.drain_timeout < 0:
+            raise ConfigError("drain_timeout must not be negative")
+        if self.push_url and not self.push_secret:
+            raise ConfigError("push_url is set but push_secret is not")
         if self.env is Env.PRODUCTION:
             self._check_production()
 
@@ -62,7 +78,8 @@ class Config:
         if self.secret is None:
             raise ConfigError("production mode requires MIKOTO_RTC_SECRET")
         for label, value in (("MIKOTO_RTC_SECRET", self.secret),
-                             ("MIKOTO_RTC_TURN_SECRET", self.turn_secret)):
+                             ("MIKOTO_RTC_TURN_SECRET", self.turn_secret),
+                             ("MIKOTO_RTC_PUSH_SECRET", self.push_secret)):
             if value is None:
                 continue
             if value.startswith(DEV_SECRET_PREFIX):
@@ -104,6 +121,8 @@ def _parse(name: str, type_name: Any, raw: str) -> Any:
     try:
         if kind == "Env":
             return Env(raw.strip().lower())
+        if kind in ("str | None", "Optional[str]"):
+            return raw
         if kind == "int":
             return int(raw)
         if kind == "float":

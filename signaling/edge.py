@@ -1,39 +1,57 @@
-"""The Socket.IO edge: authenticate connects, validate events, call the room service, ack.
+"""The Socket.IO edge: authenticate connects, validate events, call the services, deliver, ack.
 
-Nothing here decides anything: rules live in `rooms`, payload shapes in
-`protocol`. Each handler turns an RtcError into a coded ack and a log line, so a
-client's bad input never reaches another client.
+Nothing here decides anything: rules live in `rooms`, `sessions` and `calls`,
+payload shapes in `protocol`. Each handler turns an RtcError into a coded ack
+and a log line, so a client's bad input never reaches another client.
+
+Ordering: every room mutation assigns its seq synchronously and is emitted right
+away; python-socketio queues a broadcast's packets before its first suspension
+point, so delivery follows seq order (tests/test_signaling.py checks it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn
 
 import socketio
 
-from .auth import Identity, verify_token
+from .auth import verify_token
+from .calls import CallService, Notice
 from .config import Config
-from .errors import BadRequest, ErrorCode, RtcError
+from .errors import BadRequest, ErrorCode, RtcError, Unavailable
 from .ice import ice_servers
-from .ids import ConnectionId, RoomId
+from .ids import ConnectionId, RoomId, SessionId
 from .protocol import (
     ClientEvent,
+    ConnectionState,
     LeaveReason,
     ServerEvent,
     error,
     ok,
+    parse_call,
+    parse_decline,
+    parse_invite,
     parse_join,
     parse_leave,
+    parse_ping,
     parse_signal,
     parse_update,
+    split_cid,
 )
-from .rooms import Left, RoomService
+from .push import PushHook
+from .rooms import RoomEvent, RoomService
+from .sessions import Session, SessionService
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[ConnectionId, Identity, object], Awaitable[dict[str, Any]]]
+Ack = dict[str, Any]
+Handler = Callable[[Session, object], Awaitable[Ack]]
+REASON = socketio.AsyncServer.reason
 
 
 def _channel(room: RoomId) -> str:
@@ -44,18 +62,34 @@ def _channel(room: RoomId) -> str:
 class SignalingEdge:
     """Registers the protocol's handlers on a python-socketio AsyncServer."""
 
-    def __init__(self, sio: socketio.AsyncServer, config: Config, rooms: RoomService) -> None:
+    def __init__(self, sio: socketio.AsyncServer, config: Config, rooms: RoomService,
+                 push: PushHook) -> None:
         assert config.secret is not None
         self._sio = sio
         self._config = config
         self._secret = config.secret
         self._rooms = rooms
-        self._identities: dict[ConnectionId, Identity] = {}
+        self._push = push
+        self.sessions = SessionService(config.resume_grace, config.dedup_window, self._expired)
+        self.calls = CallService(config.call_ring_timeout, config.call_max_callees,
+                                 lambda notices: self._spawn(self._deliver(notices)))
+        self._draining = False
+        self._all_gone: asyncio.Event | None = None  # set when draining and the last one left
+        # Connections we dropped because their session moved to a newer one.
+        self._replaced: set[ConnectionId] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         handlers: dict[ClientEvent, Handler] = {
             ClientEvent.ROOM_JOIN: self._join,
             ClientEvent.ROOM_LEAVE: self._leave,
             ClientEvent.SIGNAL: self._signal,
             ClientEvent.PARTICIPANT_UPDATE: self._update,
+            ClientEvent.PING: self._ping,
+            ClientEvent.SESSION_END: self._end,
+            ClientEvent.CALL_INVITE: self._invite,
+            ClientEvent.CALL_ACCEPT: self._accept,
+            ClientEvent.CALL_DECLINE: self._decline,
+            ClientEvent.CALL_CANCEL: self._cancel,
+            ClientEvent.CALL_HANGUP: self._hangup,
         }
         sio.on("connect", self._connect)
         sio.on("disconnect", self._disconnect)
@@ -63,20 +97,43 @@ class SignalingEdge:
             sio.on(event.value, self._guarded(event.value, handler))
         sio.on("*", self._unknown)
 
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
     def connections(self) -> list[ConnectionId]:
-        return list(self._identities)
+        return list(self.sessions.connections())
+
+    # -- connect, resume, disconnect -----------------------------------------------------
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
-        if auth is None:
-            auth = {}
-        if not isinstance(auth, dict):
-            self._refuse(sid, BadRequest("auth must be an object"), environ)
+        conn = ConnectionId(sid)
         try:
+            if self._draining:
+                raise Unavailable("this node is draining; connect to another one")
+            if auth is None:
+                auth = {}
+            if not isinstance(auth, dict):
+                raise BadRequest("auth must be an object")
             who = verify_token(self._secret, auth.get("token"))
+            if auth.get("session") is None:
+                session = self.sessions.open(conn, who)
+                self._spawn(self._welcome(conn, session, None))
+                log.info("connect sid=%s user=%s session=%s", sid, who.user, session.id)
+                return
+            last_seq = _last_seq(auth.get("lastSeq"))
+            session = self.sessions.claim(who, auth.get("session"), auth.get("resume"))
+            for room, me in self._rooms.memberships(session.id).items():
+                # Refuse now, while the session is untouched, if history is gone.
+                self._rooms.replay(room, last_seq.get(room, self._rooms.seq(room)), me.id)
         except RtcError as exc:
             self._refuse(sid, exc, environ)
-        self._identities[ConnectionId(sid)] = who
-        log.info("connect sid=%s user=%s", sid, who.user)
+        replaced = self.sessions.reattach(session, conn)
+        if replaced is not None:  # the old transport was not noticed dead yet
+            self._replaced.add(replaced)
+            self._spawn(self._sio.disconnect(replaced))
+        self._spawn(self._welcome(conn, session, last_seq))
+        log.info("resume sid=%s user=%s session=%s", sid, who.user, session.id)
 
     @staticmethod
     def _refuse(sid: str, exc: RtcError, environ: dict[str, Any]) -> NoReturn:
@@ -84,93 +141,264 @@ class SignalingEdge:
                  sid, environ.get("REMOTE_ADDR"), exc.code, exc.message)
         raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_wire())
 
+    async def _welcome(self, conn: ConnectionId, session: Session,
+                       last_seq: dict[str, int] | None) -> None:
+        """After the connect: the `session` event, then (on resume) replay and held signals."""
+        memberships = self._rooms.memberships(session.id)
+        await self._sio.emit(ServerEvent.SESSION, {
+            "session": session.id, "resume": session.resume_token,
+            "resumed": last_seq is not None,
+            "rooms": [{"room": r, "id": p.id, "seq": self._rooms.seq(r)}
+                      for r, p in memberships.items()],
+        }, to=conn)
+        if last_seq is None:
+            return
+        for room, me in memberships.items():
+            cursor = last_seq.get(room, self._rooms.seq(room))
+            while events := self._rooms.replay(room, cursor, me.id):
+                for event in events:
+                    await self._sio.emit(event.name, event.payload, to=conn)
+                    cursor = event.seq
+            # No await between the last empty check and entering: no event can slip by.
+            await self._sio.enter_room(conn, _channel(room))
+        for room in memberships:
+            await self._emit_room(self._rooms.set_connection(
+                session.id, room, ConnectionState.CONNECTED))
+        while session.held and session.connection == conn:
+            await self._sio.emit(ServerEvent.SIGNAL, session.held.popleft(), to=conn)
+
     async def _disconnect(self, sid: str, reason: object = None) -> None:
         conn = ConnectionId(sid)
-        if self._identities.pop(conn, None) is None:
+        if conn in self._replaced:
+            self._replaced.discard(conn)
             return
-        # One room at a time: each seq is assigned right before its emit is queued,
-        # so no other event of that room can be queued between them.
-        for room in self._rooms.joined_rooms(conn):
-            await self._emit_left(self._rooms.leave(conn, room, LeaveReason.DISCONNECT))
+        if reason == REASON.CLIENT_DISCONNECT:
+            session = self.sessions.end(conn)
+            if session is not None:
+                await self._leave_all(session, LeaveReason.DISCONNECT)
+        else:
+            session = self.sessions.detach(conn)
+            if session is not None:
+                for room in self._rooms.memberships(session.id):
+                    await self._emit_room(self._rooms.set_connection(
+                        session.id, room, ConnectionState.RECONNECTING))
         log.info("disconnect sid=%s reason=%s", sid, reason)
+        if self._all_gone is not None and not self.connections():
+            self._all_gone.set()
 
-    def _guarded(self, event: str, handler: Handler) -> Callable[..., Awaitable[dict[str, Any]]]:
-        async def handle(sid: str, *args: Any) -> dict[str, Any]:
-            conn = ConnectionId(sid)
-            who = self._identities.get(conn)
+    async def _expired(self, session: Session) -> None:
+        log.info("session %s of %s expired", session.id, session.user)
+        await self._leave_all(session, LeaveReason.TIMEOUT)
+
+    async def _leave_all(self, session: Session, reason: LeaveReason) -> None:
+        # One room at a time: each seq is assigned right before its emit is queued.
+        for room in self._rooms.memberships(session.id):
+            await self._emit_room(self._rooms.leave(session.id, room, reason))
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    def _guarded(self, event: str, handler: Handler) -> Callable[..., Awaitable[Ack]]:
+        async def handle(sid: str, *args: Any) -> Ack:
+            session = self.sessions.by_connection(ConnectionId(sid))
             try:
-                if who is None:  # an event racing its own disconnect
+                if session is None:  # an event racing its own disconnect
                     raise BadRequest("not connected")
-                if len(args) != 1:
+                if len(args) > 1 or (not args and event not in _NO_PAYLOAD):
                     raise BadRequest("expected exactly one payload argument")
-                return await handler(conn, who, args[0])
+                cid, data = split_cid(args[0] if args else None)
             except RtcError as exc:
-                log.info("refused %s sid=%s code=%s: %s", event, sid, exc.code, exc.message)
-                return error(exc.code, exc.message)
-            except Exception:
-                log.exception("internal error handling %s sid=%s", event, sid)
-                return error(ErrorCode.INTERNAL, "internal error")
+                return self._error(event, sid, exc)
+            if cid is None:
+                return await self._act(event, sid, handler, session, data)
+            return await session.dedup.run(
+                cid, lambda: self._act(event, sid, handler, session, data))
 
         return handle
 
-    async def _unknown(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+    async def _act(self, event: str, sid: str, handler: Handler, session: Session,
+                   data: object) -> Ack:
+        try:
+            return await handler(session, data)
+        except RtcError as exc:
+            return self._error(event, sid, exc)
+        except Exception:
+            log.exception("internal error handling %s sid=%s", event, sid)
+            return error(ErrorCode.INTERNAL, "internal error")
+
+    @staticmethod
+    def _error(event: str, sid: str, exc: RtcError) -> Ack:
+        log.info("refused %s sid=%s code=%s: %s", event, sid, exc.code, exc.message)
+        return error(exc.code, exc.message)
+
+    async def _unknown(self, event: str, sid: str, *args: Any) -> Ack:
         log.info("unknown event %.64r sid=%s", event, sid)
         return error(ErrorCode.BAD_REQUEST, f"unknown event {event[:64]!r}")
 
-    async def _join(self, conn: ConnectionId, who: Identity, data: object) -> dict[str, Any]:
+    # -- rooms ------------------------------------------------------------------------
+
+    async def _join(self, session: Session, data: object) -> Ack:
+        if self._draining:
+            raise Unavailable("this node is draining")
         req = parse_join(data, self._config.max_meta_bytes)
-        joined = self._rooms.join(conn, who, req.room, req.name, req.meta)
-        me = joined.participant
-        # Enter the channel before broadcasting: any later room event must reach the joiner.
-        await self._sio.enter_room(conn, _channel(req.room))
-        await self._sio.emit(
-            ServerEvent.PARTICIPANT_JOINED,
-            {"room": req.room, "seq": joined.seq, "participant": me.public(), "polite": False},
-            to=_channel(req.room),
-            skip_sid=conn,
+        who = session.identity
+        joined = self._rooms.join(
+            session.id, who, req.room, req.name, req.meta,
+            granted=self.calls.room_of_party(who.user, req.room),
         )
+        me = joined.participant
+        assert session.connection is not None
+        # Enter the channel before broadcasting: any later room event must reach the joiner.
+        await self._sio.enter_room(session.connection, _channel(req.room))
+        await self._emit_room(joined.event)
         log.info("join room=%s participant=%s user=%s seq=%d",
-                 req.room, me.id, me.user, joined.seq)
+                 req.room, me.id, me.user, joined.event.seq)
         return ok(
             room=req.room,
-            seq=joined.seq,
+            seq=joined.event.seq,
             self={"id": me.id, "user": me.user, "name": me.name},
             participants=[{**p.public(), "polite": True} for p in joined.others],
             iceServers=ice_servers(self._config, who.user),
         )
 
-    async def _leave(self, conn: ConnectionId, who: Identity, data: object) -> dict[str, Any]:
+    async def _leave(self, session: Session, data: object) -> Ack:
         req = parse_leave(data)
-        await self._emit_left(self._rooms.leave(conn, req.room, LeaveReason.LEAVE))
-        return ok()
+        event = self._rooms.leave(session.id, req.room, LeaveReason.LEAVE)
+        if session.connection is not None:
+            await self._sio.leave_room(session.connection, _channel(req.room))
+        await self._emit_room(event)
+        return ok(seq=event.seq)
 
-    async def _emit_left(self, left: Left) -> None:
-        p = left.participant
-        await self._sio.leave_room(p.connection, _channel(p.room))
-        await self._sio.emit(
-            ServerEvent.PARTICIPANT_LEFT,
-            {"room": p.room, "seq": left.seq, "id": p.id, "reason": left.reason.value},
-            to=_channel(p.room),
-        )
-        log.info("leave room=%s participant=%s reason=%s seq=%d",
-                 p.room, p.id, left.reason, left.seq)
+    async def _emit_room(self, event: RoomEvent | None) -> None:
+        """Deliver a room event to its room, except to the participant whose request caused it."""
+        if event is None:
+            return
+        skip = None
+        if event.actor is not None:
+            actor = self._rooms.room(event.room)
+            who = actor.participants.get(event.actor) if actor is not None else None
+            session = self.sessions.get(who.session) if who is not None else None
+            skip = session.connection if session is not None else None
+        await self._sio.emit(event.name, event.payload, to=_channel(event.room), skip_sid=skip)
 
-    async def _signal(self, conn: ConnectionId, who: Identity, data: object) -> dict[str, Any]:
+    async def _signal(self, session: Session, data: object) -> Ack:
         req = parse_signal(data, self._config.max_sdp_bytes)
-        sender, target = self._rooms.route(conn, req.room, req.to)
-        await self._sio.emit(
-            ServerEvent.SIGNAL, {"room": req.room, "from": sender.id, **req.body},
-            to=target.connection,
-        )
+        sender, target = self._rooms.route(session.id, req.room, req.to)
+        payload = {"room": req.room, "from": sender.id, **req.body}
+        await self._send_to_participant(target.session, payload)
         return ok()
 
-    async def _update(self, conn: ConnectionId, who: Identity, data: object) -> dict[str, Any]:
+    async def _send_to_participant(self, session_id: SessionId, payload: Ack) -> None:
+        target = self.sessions.get(session_id)
+        if target is None:
+            return
+        if target.connection is None:
+            target.held.append(payload)  # delivered when it resumes
+        else:
+            await self._sio.emit(ServerEvent.SIGNAL, payload, to=target.connection)
+
+    async def _update(self, session: Session, data: object) -> Ack:
         req = parse_update(data)
-        updated = self._rooms.update(conn, req.room, req.state)
-        await self._sio.emit(
-            ServerEvent.PARTICIPANT_UPDATED,
-            {"room": req.room, "seq": updated.seq, "participant": updated.participant.public()},
-            to=_channel(req.room),
-            skip_sid=conn,
-        )
-        return ok(seq=updated.seq)
+        event = self._rooms.update(session.id, req.room, req.state)
+        await self._emit_room(event)
+        return ok(seq=event.seq)
+
+    async def _end(self, session: Session, data: object) -> Ack:
+        if data not in (None, {}):
+            raise BadRequest("session:end takes no fields")
+        if session.connection is not None:
+            self.sessions.end(session.connection)
+        await self._leave_all(session, LeaveReason.DISCONNECT)
+        return ok()
+
+    async def _ping(self, session: Session, data: object) -> Ack:
+        return ok(t=parse_ping(data), now=int(time.time() * 1000))
+
+    # -- calls ------------------------------------------------------------------------
+
+    async def _invite(self, session: Session, data: object) -> Ack:
+        req = parse_invite(data)
+        call, notices = self.calls.invite(session.identity, req.to, req.media, req.room)
+        await self._deliver(notices)
+        for callee in call.callees:
+            if callee not in call.answers and not self.sessions.of_user(callee):
+                self._push.ring(callee, call.incoming())
+        log.info("call %s: %s invites %s (%s)", call.id, call.caller, ", ".join(call.callees),
+                 call.state)
+        return ok(callId=call.id, room=call.room, state=call.state.value)
+
+    async def _accept(self, session: Session, data: object) -> Ack:
+        req = parse_call(data)
+        return await self._call_change(req.call_id, self.calls.accept(
+            session.user, session.id, req.call_id))
+
+    async def _decline(self, session: Session, data: object) -> Ack:
+        req = parse_decline(data)
+        return await self._call_change(req.call_id, self.calls.decline(
+            session.user, session.id, req.call_id, req.reason))
+
+    async def _cancel(self, session: Session, data: object) -> Ack:
+        req = parse_call(data)
+        return await self._call_change(req.call_id, self.calls.cancel(
+            session.user, session.id, req.call_id))
+
+    async def _hangup(self, session: Session, data: object) -> Ack:
+        req = parse_call(data)
+        return await self._call_change(req.call_id, self.calls.hangup(
+            session.user, session.id, req.call_id))
+
+    async def _call_change(self, call_id: str, notices: list[Notice]) -> Ack:
+        await self._deliver(notices)
+        log.info("call %s: %s", call_id, notices[0].payload.get("state") if notices else "-")
+        return ok(state=notices[0].payload["state"]) if notices else ok()
+
+    async def _deliver(self, notices: list[Notice]) -> None:
+        for notice in notices:
+            targets = dict.fromkeys(notice.devices)
+            for user in notice.users:
+                targets.update((s.id, None) for s in self.sessions.of_user(user)
+                               if s.id not in notice.skip)
+            for session_id in targets:
+                session = self.sessions.get(session_id)
+                if session is not None and session.connection is not None:
+                    await self._sio.emit(notice.event, notice.payload, to=session.connection)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Refuse new work, tell every client to go, wait for them (bounded), close the rest."""
+        self._draining = True
+        reconnect_in = int(self._config.drain_timeout * 1000)
+        await self._sio.emit(ServerEvent.SERVER_DRAINING, {"reconnectIn": reconnect_in})
+        if self.connections():
+            self._all_gone = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_gone.wait(), self._config.drain_timeout)
+        for conn in self.connections():
+            await self._sio.disconnect(conn)
+
+    async def aclose(self) -> None:
+        self.calls.close()
+        await self.sessions.aclose()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._push.aclose()
+
+
+_NO_PAYLOAD = frozenset({ClientEvent.PING, ClientEvent.SESSION_END})
+
+
+def _last_seq(value: object) -> dict[str, int]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        for k, v in value.items()
+    ):
+        raise BadRequest("lastSeq must be an object of room -> seq")
+    return value

@@ -8,3 +8,6 @@ UserId = NewType("UserId", str)
 # Opaque handle of one client connection; the edge fills it with its transport id
 # (the Socket.IO sid) and services never look inside.
 ConnectionId = NewType("ConnectionId", str)
+# A client's session: outlives a lost transport for the resume grace period.
+SessionId = NewType("SessionId", str)
+CallId = NewType("CallId", str)

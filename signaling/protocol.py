@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from .errors import BadRequest
-from .ids import ParticipantId, RoomId
+from .ids import CallId, ParticipantId, RoomId, UserId
 
 PROTOCOL_VERSION = 1
 
@@ -26,6 +26,13 @@ class ClientEvent(StrEnum):
     ROOM_LEAVE = "room:leave"
     SIGNAL = "signal"
     PARTICIPANT_UPDATE = "participant:update"
+    PING = "ping"
+    SESSION_END = "session:end"
+    CALL_INVITE = "call:invite"
+    CALL_ACCEPT = "call:accept"
+    CALL_DECLINE = "call:decline"
+    CALL_CANCEL = "call:cancel"
+    CALL_HANGUP = "call:hangup"
 
 
 class ServerEvent(StrEnum):
@@ -35,11 +42,21 @@ class ServerEvent(StrEnum):
     PARTICIPANT_LEFT = "participant:left"
     PARTICIPANT_UPDATED = "participant:updated"
     SIGNAL = "signal"
+    SESSION = "session"
+    SERVER_DRAINING = "server:draining"
+    CALL_INCOMING = "call:incoming"
+    CALL_STATE = "call:state"
 
 
 class LeaveReason(StrEnum):
     LEAVE = "leave"
     DISCONNECT = "disconnect"
+    TIMEOUT = "timeout"
+
+
+class ConnectionState(StrEnum):
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
 
 
 STATE_KEYS = ("audio", "video", "screen", "hand", "speaking")
@@ -96,7 +113,7 @@ def _room(data: dict[str, Any]) -> RoomId:
 
 _JOIN_FIELDS = frozenset({"room", "name", "meta"})
 _ROOM_FIELDS = frozenset({"room"})
-_SIGNAL_FIELDS = frozenset({"room", "to", "description", "candidate"})
+_SIGNAL_FIELDS = frozenset({"room", "to", "description", "candidate", "restart"})
 _UPDATE_FIELDS = frozenset({"room", "state"})
 _DESCRIPTION_FIELDS = frozenset({"type", "sdp"})
 _CANDIDATE_FIELDS = frozenset({"candidate", "sdpMid", "sdpMLineIndex", "usernameFragment"})
@@ -127,14 +144,18 @@ def parse_signal(data: object, max_sdp_bytes: int) -> SignalRequest:
     to = obj.get("to")
     if not isinstance(to, str) or not 0 < len(to) <= MAX_ID_LEN:
         raise BadRequest("to must be a participant id")
-    has_description = "description" in obj
-    if has_description == ("candidate" in obj):
-        raise BadRequest("exactly one of description and candidate is required")
+    present = [k for k in ("description", "candidate", "restart") if k in obj]
+    if len(present) != 1:
+        raise BadRequest("exactly one of description, candidate and restart is required")
     body: dict[str, Any]
-    if has_description:
+    if present[0] == "description":
         body = {"description": _description(obj["description"], max_sdp_bytes)}
-    else:
+    elif present[0] == "candidate":
         body = {"candidate": _candidate(obj["candidate"])}
+    elif obj["restart"] is True:
+        body = {"restart": True}
+    else:
+        raise BadRequest("restart must be true")
     return SignalRequest(room=room, to=ParticipantId(to), body=body)
 
 
@@ -193,6 +214,88 @@ def parse_update(data: object) -> UpdateRequest:
         if not isinstance(value, bool):
             raise BadRequest(f"state.{key} must be a boolean")
     return UpdateRequest(room=room, state=dict(state))
+
+
+MAX_CID_LEN = 64
+MAX_USER_LEN = 128
+MAX_REASON_LEN = 128
+
+
+@dataclass(frozen=True, slots=True)
+class InviteRequest:
+    to: list[UserId]
+    media: dict[str, bool]
+    room: RoomId | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    call_id: CallId
+    reason: str | None = None
+
+
+_INVITE_FIELDS = frozenset({"to", "media", "room"})
+_CALL_FIELDS = frozenset({"callId"})
+_DECLINE_FIELDS = frozenset({"callId", "reason"})
+
+
+def _user(value: object) -> UserId:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_USER_LEN:
+        raise BadRequest(f"user ids are strings of 1-{MAX_USER_LEN} characters")
+    return UserId(value)
+
+
+def parse_invite(data: object) -> InviteRequest:
+    obj = _object(data, _INVITE_FIELDS)
+    to = obj.get("to")
+    users = [_user(u) for u in (to if isinstance(to, list) else [to])]
+    media = obj.get("media")
+    if not isinstance(media, dict) or set(media) - {"audio", "video"} or not all(
+        isinstance(v, bool) for v in media.values()
+    ):
+        raise BadRequest("media must be {audio: bool, video: bool}")
+    media = {"audio": media.get("audio", False), "video": media.get("video", False)}
+    room = _room(obj) if "room" in obj else None
+    return InviteRequest(to=users, media=media, room=room)
+
+
+def parse_call(data: object) -> CallRequest:
+    obj = _object(data, _CALL_FIELDS)
+    return CallRequest(call_id=_call_id(obj))
+
+
+def parse_decline(data: object) -> CallRequest:
+    obj = _object(data, _DECLINE_FIELDS)
+    reason = obj.get("reason")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_LEN):
+        raise BadRequest(f"reason must be a string of at most {MAX_REASON_LEN} characters")
+    return CallRequest(call_id=_call_id(obj), reason=reason)
+
+
+def _call_id(obj: dict[str, Any]) -> CallId:
+    call_id = obj.get("callId")
+    if not isinstance(call_id, str) or not 0 < len(call_id) <= MAX_ID_LEN:
+        raise BadRequest("callId must be a call id")
+    return CallId(call_id)
+
+
+def split_cid(data: object) -> tuple[str | None, object]:
+    """Take the optional request id off a payload (copying only when there is one)."""
+    if not isinstance(data, dict) or "cid" not in data:
+        return None, data
+    rest = dict(data)
+    cid = rest.pop("cid")
+    if not isinstance(cid, str) or not 0 < len(cid) <= MAX_CID_LEN:
+        raise BadRequest(f"cid must be a string of 1-{MAX_CID_LEN} characters")
+    return cid, rest
+
+
+def parse_ping(data: object) -> float | None:
+    obj = _object(data if data is not None else {}, frozenset({"t"}))
+    t = obj.get("t")
+    if t is not None and (not isinstance(t, int | float) or isinstance(t, bool)):
+        raise BadRequest("t must be a number")
+    return t
 
 
 def ok(**result: Any) -> dict[str, Any]:

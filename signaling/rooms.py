@@ -1,21 +1,22 @@
-"""Rooms and their participants: membership, presence state, seq, and signal routing.
+"""Rooms and their participants: membership, presence, seq, the replay log, signal routing.
 
-The service is transport-free: connections are opaque ConnectionIds and every
-method returns what happened so the edge can deliver it. Each mutation assigns
-its room seq without awaiting, so seq order is the order of the calls.
+The service is transport-free: participants belong to sessions (opaque ids) and
+every change returns the room event it produced, already in wire shape, so the
+edge only delivers it. Each mutation assigns its seq without awaiting, so seq
+order is the order of the calls; each room keeps its last events for replay.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from .auth import Identity
 from .errors import Conflict, Forbidden, NotFound, RoomFull
-from .ids import ConnectionId, ParticipantId, RoomId, UserId
-from .protocol import STATE_KEYS, LeaveReason
+from .ids import ParticipantId, RoomId, SessionId, UserId
+from .protocol import STATE_KEYS, ConnectionState, LeaveReason, ServerEvent
 
 
 def _new_participant_id() -> ParticipantId:
@@ -28,120 +29,159 @@ class Participant:
     user: UserId
     name: str
     room: RoomId
-    connection: ConnectionId
+    session: SessionId
     meta: dict[str, Any] | None = None
     state: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(STATE_KEYS, False))
+    connection: ConnectionState = ConnectionState.CONNECTED
 
     def public(self) -> dict[str, Any]:
         """The participant as other clients see it."""
-        return {"id": self.id, "user": self.user, "name": self.name, "state": dict(self.state)}
+        return {"id": self.id, "user": self.user, "name": self.name, "state": dict(self.state),
+                "connection": self.connection.value}
+
+
+@dataclass(frozen=True, slots=True)
+class RoomEvent:
+    """One room event as sent on the wire, and who caused it by a request (not sent to them)."""
+
+    room: RoomId
+    seq: int
+    name: ServerEvent
+    payload: dict[str, Any]
+    actor: ParticipantId | None = None
 
 
 @dataclass(slots=True)
 class Room:
     id: RoomId
+    log_size: int
     seq: int = 0
     participants: dict[ParticipantId, Participant] = field(default_factory=dict)
+    log: deque[RoomEvent] = field(init=False)
 
-    def next_seq(self) -> int:
+    def __post_init__(self) -> None:
+        self.log = deque(maxlen=self.log_size)
+
+    def record(self, name: ServerEvent, payload: dict[str, Any],
+               actor: ParticipantId | None = None) -> RoomEvent:
         self.seq += 1
-        return self.seq
+        event = RoomEvent(self.id, self.seq, name, {"room": self.id, "seq": self.seq, **payload},
+                          actor)
+        self.log.append(event)
+        return event
+
+    def since(self, seq: int) -> list[RoomEvent]:
+        """Events after `seq`; Conflict when the log no longer reaches back that far."""
+        if seq >= self.seq:
+            return []
+        if not self.log or self.log[0].seq > seq + 1:
+            raise Conflict(f"room {self.id!r} no longer has events after seq {seq}")
+        return [e for e in self.log if e.seq > seq]
 
 
 @dataclass(frozen=True, slots=True)
 class Joined:
     participant: Participant
     others: list[Participant]
-    seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class Left:
-    participant: Participant
-    seq: int
-    reason: LeaveReason
-
-
-@dataclass(frozen=True, slots=True)
-class Updated:
-    participant: Participant
-    seq: int
+    event: RoomEvent
 
 
 class RoomService:
     """All rooms of one node, kept in memory."""
 
-    def __init__(self, max_participants: int) -> None:
+    def __init__(self, max_participants: int, log_size: int = 1024) -> None:
         self._max = max_participants
+        self._log_size = log_size
         self._rooms: dict[RoomId, Room] = {}
-        # connection -> its participants, one per room it joined
-        self._members: dict[ConnectionId, dict[RoomId, Participant]] = {}
+        # session -> its participants, one per room it joined
+        self._members: dict[SessionId, dict[RoomId, Participant]] = {}
 
     def join(
         self,
-        conn: ConnectionId,
+        session: SessionId,
         who: Identity,
         room_id: RoomId,
         name: str | None = None,
         meta: dict[str, Any] | None = None,
+        *,
+        granted: bool = False,
     ) -> Joined:
-        if not who.grants.allows_room(room_id):
+        """Add a participant; `granted` admits it whatever its token's room grants (a call)."""
+        if not granted and not who.grants.allows_room(room_id):
             raise Forbidden(f"token does not grant room {room_id!r}")
-        if room_id in self._members.get(conn, ()):
-            raise Conflict(f"already in room {room_id!r} on this connection")
+        if room_id in self._members.get(session, ()):
+            raise Conflict(f"already in room {room_id!r} in this session")
         room = self._rooms.get(room_id)
         if room is None:
-            room = self._rooms[room_id] = Room(room_id)
+            room = self._rooms[room_id] = Room(room_id, self._log_size)
         elif len(room.participants) >= self._max:
             raise RoomFull(f"room {room_id!r} has {self._max} participants")
         me = Participant(
             id=_new_participant_id(), user=who.user, name=name or who.name,
-            room=room_id, connection=conn, meta=meta,
+            room=room_id, session=session, meta=meta,
         )
         others = list(room.participants.values())
         room.participants[me.id] = me
-        self._members.setdefault(conn, {})[room_id] = me
-        return Joined(participant=me, others=others, seq=room.next_seq())
+        self._members.setdefault(session, {})[room_id] = me
+        event = room.record(ServerEvent.PARTICIPANT_JOINED,
+                            {"participant": me.public(), "polite": False}, actor=me.id)
+        return Joined(participant=me, others=others, event=event)
 
-    def leave(self, conn: ConnectionId, room_id: RoomId, reason: LeaveReason) -> Left:
-        mine = self._members.get(conn, {})
+    def leave(self, session: SessionId, room_id: RoomId, reason: LeaveReason) -> RoomEvent:
+        mine = self._members.get(session, {})
         me = mine.pop(room_id, None)
         if me is None:
             raise NotFound(f"not in room {room_id!r}")
         if not mine:
-            self._members.pop(conn, None)
+            self._members.pop(session, None)
         room = self._rooms[room_id]
         del room.participants[me.id]
-        left = Left(participant=me, seq=room.next_seq(), reason=reason)
+        event = room.record(ServerEvent.PARTICIPANT_LEFT, {"id": me.id, "reason": reason.value},
+                            actor=me.id if reason is LeaveReason.LEAVE else None)
         if not room.participants:
             del self._rooms[room_id]
-        return left
+        return event
 
-    def joined_rooms(self, conn: ConnectionId) -> list[RoomId]:
-        return list(self._members.get(conn, ()))
-
-    def update(self, conn: ConnectionId, room_id: RoomId, state: dict[str, bool]) -> Updated:
-        me = self.member(conn, room_id)
+    def update(self, session: SessionId, room_id: RoomId, state: dict[str, bool]) -> RoomEvent:
+        me = self.member(session, room_id)
         me.state.update(state)
-        return Updated(participant=me, seq=self._rooms[room_id].next_seq())
+        return self._rooms[room_id].record(
+            ServerEvent.PARTICIPANT_UPDATED, {"participant": me.public()}, actor=me.id)
 
-    def member(self, conn: ConnectionId, room_id: RoomId) -> Participant:
-        me = self._members.get(conn, {}).get(room_id)
+    def set_connection(self, session: SessionId, room_id: RoomId,
+                       connection: ConnectionState) -> RoomEvent | None:
+        """Mark a session's participant connected or reconnecting; None when unchanged."""
+        me = self.member(session, room_id)
+        if me.connection is connection:
+            return None
+        me.connection = connection
+        return self._rooms[room_id].record(ServerEvent.PARTICIPANT_UPDATED,
+                                           {"participant": me.public()})
+
+    def member(self, session: SessionId, room_id: RoomId) -> Participant:
+        me = self._members.get(session, {}).get(room_id)
         if me is None:
             raise NotFound(f"not in room {room_id!r}")
         return me
 
-    def route(self, conn: ConnectionId, room_id: RoomId, to: ParticipantId) -> tuple[Participant,
-                                                                                    Participant]:
+    def memberships(self, session: SessionId) -> dict[RoomId, Participant]:
+        return dict(self._members.get(session, {}))
+
+    def route(self, session: SessionId, room_id: RoomId,
+              to: ParticipantId) -> tuple[Participant, Participant]:
         """Return (sender, target) for a signal; unknown and foreign targets look the same."""
-        me = self.member(conn, room_id)
+        me = self.member(session, room_id)
         target = self._rooms[room_id].participants.get(to)
         if target is None or target.id == me.id:
             raise NotFound(f"no participant {to!r} in room {room_id!r}")
         return me, target
 
-    def rooms(self) -> Iterator[Room]:
-        return iter(self._rooms.values())
+    def replay(self, room_id: RoomId, after: int, me: ParticipantId) -> list[RoomEvent]:
+        """Events of a room after seq `after` that `me` would have been sent."""
+        return [e for e in self._rooms[room_id].since(after) if e.actor != me]
+
+    def seq(self, room_id: RoomId) -> int:
+        return self._rooms[room_id].seq
 
     def room(self, room_id: RoomId) -> Room | None:
         return self._rooms.get(room_id)

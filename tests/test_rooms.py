@@ -2,8 +2,8 @@ import pytest
 
 from signaling.auth import Grants, Identity
 from signaling.errors import Conflict, Forbidden, NotFound, RoomFull
-from signaling.ids import ConnectionId, ParticipantId, RoomId, UserId
-from signaling.protocol import LeaveReason
+from signaling.ids import ParticipantId, RoomId, SessionId, UserId
+from signaling.protocol import ConnectionState, LeaveReason, ServerEvent
 from signaling.rooms import RoomService
 
 R = RoomId("r")
@@ -14,21 +14,23 @@ def who(user: str, grants: Grants = ANY) -> Identity:
     return Identity(user=UserId(user), name=user.title(), grants=grants)
 
 
-def c(n: int) -> ConnectionId:
-    return ConnectionId(f"c{n}")
+def c(n: int) -> SessionId:
+    return SessionId(f"s{n}")
 
 
 def test_join_lists_others_and_counts_seq() -> None:
     rooms = RoomService(10)
     a = rooms.join(c(1), who("ann"), R)
     b = rooms.join(c(2), who("bob"), R, name="Bobby")
-    assert (a.seq, b.seq) == (1, 2)
+    assert (a.event.seq, b.event.seq) == (1, 2)
+    assert b.event.name is ServerEvent.PARTICIPANT_JOINED and b.event.actor == b.participant.id
     assert a.others == [] and [p.id for p in b.others] == [a.participant.id]
     assert b.participant.name == "Bobby" and a.participant.name == "Ann"
     assert a.participant.id != b.participant.id
     assert rooms.update(c(1), R, {"audio": True}).seq == 3
     left = rooms.leave(c(2), R, LeaveReason.LEAVE)
-    assert (left.seq, left.participant.id) == (4, b.participant.id)
+    assert left.seq == 4 and left.payload == {"room": R, "seq": 4, "id": b.participant.id,
+                                              "reason": "leave"}
 
 
 def test_same_user_on_two_connections_gets_two_participants() -> None:
@@ -54,8 +56,8 @@ def test_empty_rooms_are_dropped_and_seq_restarts() -> None:
     rooms.join(c(1), who("ann"), R)
     rooms.leave(c(1), R, LeaveReason.LEAVE)
     assert rooms.room(R) is None
-    assert rooms.joined_rooms(c(1)) == []
-    assert rooms.join(c(1), who("ann"), R).seq == 1
+    assert rooms.memberships(c(1)) == {}
+    assert rooms.join(c(1), who("ann"), R).event.seq == 1
 
 
 def test_route_only_within_the_room() -> None:
@@ -69,3 +71,33 @@ def test_route_only_within_the_room() -> None:
             rooms.route(c(1), R, target)
     with pytest.raises(NotFound):  # sender not in the room
         rooms.route(c(3), R, a.id)
+
+
+def test_call_parties_join_without_a_room_grant() -> None:
+    rooms = RoomService(10)
+    locked = who("ann", Grants(rooms=("elsewhere",)))
+    assert rooms.join(c(1), locked, R, granted=True).participant.user == "ann"
+
+
+def test_replay_skips_own_requests_but_not_server_events() -> None:
+    rooms = RoomService(10)
+    a = rooms.join(c(1), who("ann"), R).participant
+    rooms.join(c(2), who("bob"), R)                                   # 2, seen by ann
+    rooms.update(c(1), R, {"audio": True})                            # 3, ann's own
+    assert rooms.set_connection(c(1), R, ConnectionState.RECONNECTING).seq == 4
+    assert rooms.set_connection(c(1), R, ConnectionState.RECONNECTING) is None
+    rooms.update(c(2), R, {"video": True})                            # 5
+    assert [e.seq for e in rooms.replay(R, 1, a.id)] == [2, 4, 5]
+    assert rooms.replay(R, 5, a.id) == []
+    assert rooms.member(c(1), R).public()["connection"] == "reconnecting"
+
+
+def test_replay_beyond_the_log_is_a_conflict() -> None:
+    rooms = RoomService(10, log_size=4)
+    a = rooms.join(c(1), who("ann"), R).participant
+    for i in range(8):
+        rooms.update(c(1), R, {"audio": bool(i % 2)})
+    assert [e.seq for e in rooms.room(R).log] == [6, 7, 8, 9]
+    assert rooms.replay(R, 5, ParticipantId("Pother"))[0].seq == 6
+    with pytest.raises(Conflict):
+        rooms.replay(R, 4, a.id)
