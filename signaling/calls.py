@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -33,6 +34,7 @@ class CallState(StrEnum):
     ENDED = "ended"
 
 
+FINISHED_KEPT = 4096
 FINAL = frozenset({CallState.DECLINED, CallState.BUSY, CallState.CANCELLED, CallState.MISSED,
                    CallState.ENDED})
 
@@ -92,6 +94,8 @@ class CallService:
         self._max_callees = max_callees
         self._on_timeout = on_timeout
         self._calls: dict[CallId, Call] = {}
+        # Recently finished calls, so acting on one is a `conflict`, not `not_found`.
+        self._finished: OrderedDict[CallId, tuple[CallState, frozenset[UserId]]] = OrderedDict()
         # user -> the accepted call they are in (for `busy`)
         self._in_call: dict[UserId, CallId] = {}
 
@@ -191,6 +195,10 @@ class CallService:
 
     def _party_call(self, who: UserId, call_id: CallId) -> Call:
         call = self._calls.get(call_id)
+        if call is None and call_id in self._finished:
+            state, parties = self._finished[call_id]
+            if who in parties:
+                raise Conflict(f"call is {state.value}")
         if call is None or who not in call.parties:
             raise NotFound(f"no call {call_id!r} of yours")
         return call
@@ -209,6 +217,9 @@ class CallService:
         call.state = state
         self._stop_timer(call)
         self._calls.pop(call.id, None)
+        self._finished[call.id] = (state, frozenset(call.parties))
+        if len(self._finished) > FINISHED_KEPT:
+            self._finished.popitem(last=False)
         for user in call.active:
             if self._in_call.get(user) == call.id:
                 del self._in_call[user]

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import socketio
 
 from .ids import CallId, ParticipantId, RoomId, UserId
@@ -245,6 +246,8 @@ class SignalingClient:
         self._closing = False
         self._reconnector: asyncio.Task[None] | None = None
         self._drain_delay = 0.0
+        # Our own HTTP session, so that close() releases it even after a refused connect.
+        self._http: aiohttp.ClientSession | None = None
         self._sio = socketio.AsyncClient(reconnection=False)
         for name, parse in _PARSERS.items():
             self._sio.on(name, self._dispatcher(parse))
@@ -291,6 +294,9 @@ class SignalingClient:
             self._reconnector.cancel()
             await asyncio.gather(self._reconnector, return_exceptions=True)
         await self._sio.disconnect()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
         self._online.clear()
         self._lost.set()
         self._set_state("disconnected")
@@ -307,6 +313,10 @@ class SignalingClient:
         if resume and self._session is not None:
             auth.update(session=self._session, resume=self._resume,
                         lastSeq={r: self._last_seq.get(r, 0) for r in self._rooms})
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+            self._sio.eio.http = self._http
+            self._sio.eio.external_http = True
         try:
             await self._sio.connect(self.url, auth=auth, transports=self._transports,
                                     wait_timeout=self._timeout)

@@ -24,6 +24,7 @@ class Node:
     server: TestServer
     config: Config
     clients: list[SignalingClient]
+    cleanups: list[Callable[[], Awaitable[Any]]] = dataclasses.field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -69,6 +70,8 @@ async def make_node(aiohttp_server: Any, base_config: Config) -> AsyncIterator[N
     for node in nodes:
         for client in node.clients:
             await client.close()
+        for cleanup in node.cleanups:
+            await cleanup()
 
 
 @pytest.fixture
