@@ -46,10 +46,10 @@ async def test_every_device_rings_and_answering_on_one_stops_the_others(node: No
     await states(ann + bob, call_id, "ringing")  # the caller's other device sees it too
 
     assert await bob[1][0].call_action("accept", call_id) == "accepted"
-    for client, log in (bob[0], bob[2]):
+    for _client, log in (bob[0], bob[2]):
         gone = await log.wait_for(CallStateChanged, lambda e: e.state == "answered_elsewhere")
         assert gone.by == "bob" and gone.device == bob[1][0].session
-    accepted = await states(ann + [bob[1]], call_id, "accepted")
+    accepted = await states([*ann, bob[1]], call_id, "accepted")
     assert {e.device for e in accepted} == {bob[1][0].session}
     await asyncio.sleep(0.1)
     assert not bob[1][1].of(CallStateChanged)[-1].state == "answered_elsewhere"

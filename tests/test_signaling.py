@@ -263,3 +263,35 @@ async def test_sdk_request_after_close_fails_with_a_code(node: Node) -> None:
     with pytest.raises(RequestError) as err:
         await ann.join("lobby")
     assert err.value.code == "unavailable"
+
+
+async def test_restart_intents_are_relayed(node: Node) -> None:
+    ann, bob = await node.client("ann"), await node.client("bob")
+    bob_log = EventLog(bob)
+    a = await ann.join("lobby")
+    b = await bob.join("lobby")
+    await ann.signal("lobby", b.self_id, restart=True)
+    got = await bob_log.wait_for(SignalReceived)
+    assert got.restart and got.sender == a.self_id and got.description is None
+    with pytest.raises(RequestError) as err:
+        await ann.request("signal", {"room": "lobby", "to": b.self_id, "restart": False})
+    assert err.value.code == "bad_request"
+
+
+async def test_draining_refuses_new_work_and_closes_connections(make_node: Any) -> None:
+    from signaling.app import EDGE
+    from signaling.client import Draining
+
+    node = await make_node(drain_timeout=0.5)
+    ann = await node.client("ann")
+    ann_log = EventLog(ann)
+    await ann.join("lobby")
+    drain = asyncio.ensure_future(node.server.app[EDGE].drain())
+    got = await ann_log.wait_for(Draining)
+    assert got.reconnect_in == 500
+    late = await node.client("late", connect=False)
+    with pytest.raises(RequestError) as err:
+        await late.connect()
+    assert err.value.code == "unavailable"
+    await asyncio.wait_for(drain, 5)
+    assert not node.server.app[EDGE].connections()
