@@ -17,10 +17,11 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from media import HeadlessPeer, PeerLink, SyntheticMedia
 from media.ice import parse_candidate, rtc_configuration
 from media.tracks import read_frame_index
-from signaling.client import SignalReceived
+from signaling.client import ConnectionChanged, SignalReceived
 from signaling.ids import ParticipantId, RoomId
 
 from .conftest import Node
+from .helpers import EventLog
 from .media_fixtures import eventually, media_tasks
 from .turn import coturn
 
@@ -49,6 +50,27 @@ async def join_peer(node: Node) -> AsyncIterator[JoinPeer]:
 
 
 # -- calls ------------------------------------------------------------------------------
+
+
+@pytest.mark.media
+async def test_media_keeps_flowing_while_signaling_resumes(node: Node, join_peer: JoinPeer) -> None:
+    ann = await join_peer("ann")
+    bob = await join_peer("bob")
+    await ann.wait_for_media(participants=[bob.id], timeout=MEDIA_TIMEOUT, **FRAMES)
+    client = node.clients[0]
+    session, before = client.session, ann.stats()[bob.id]
+    changes = EventLog(client)
+    await client.drop_transport()
+    await changes.wait_for(ConnectionChanged, lambda e: e.state == "reconnecting")
+    await changes.wait_for(ConnectionChanged, lambda e: e.state == "connected")
+    more = before.video_frames + 15
+    after = await ann.wait_for_media(participants=[bob.id], min_video_frames=more,
+                                     min_audio_frames=before.audio_frames + 15,
+                                     timeout=MEDIA_TIMEOUT)
+    assert client.session == session and ann.id in bob.links
+    assert after[bob.id].connections == before.connections  # the same peer connection
+    assert after[bob.id].connection_state == "connected"
+
 
 
 @pytest.mark.media
