@@ -3,6 +3,9 @@ import {
   RtcError,
   SignalingClient,
   SpeakingDetector,
+  type Call,
+  type CallStateEvent,
+  type ConnectionState,
   type ParticipantState,
   type RemoteParticipant,
 } from '../sdk';
@@ -32,6 +35,17 @@ export interface Ui {
   enableSound: HTMLButtonElement;
   leaveButton: HTMLButtonElement;
   tiles: HTMLElement;
+  rtt: HTMLElement;
+  incomingCall: HTMLElement;
+  incomingText: HTMLElement;
+  acceptCall: HTMLButtonElement;
+  declineCall: HTMLButtonElement;
+  callForm: HTMLFormElement;
+  callUserInput: HTMLInputElement;
+  callButton: HTMLButtonElement;
+  callState: HTMLElement;
+  hangupButton: HTMLButtonElement;
+  selfUser: HTMLElement;
 }
 
 export function findUi(doc: Document = document): Ui {
@@ -60,6 +74,17 @@ export function findUi(doc: Document = document): Ui {
     enableSound: get('enable-sound', HTMLButtonElement),
     leaveButton: get('leave-button', HTMLButtonElement),
     tiles: get('tiles', HTMLElement),
+    rtt: get('rtt', HTMLElement),
+    incomingCall: get('incoming-call', HTMLElement),
+    incomingText: get('incoming-text', HTMLElement),
+    acceptCall: get('accept-call', HTMLButtonElement),
+    declineCall: get('decline-call', HTMLButtonElement),
+    callForm: get('call-form', HTMLFormElement),
+    callUserInput: get('call-user-input', HTMLInputElement),
+    callButton: get('call-button', HTMLButtonElement),
+    callState: get('call-state', HTMLElement),
+    hangupButton: get('hangup-button', HTMLButtonElement),
+    selfUser: get('self-user', HTMLElement),
   };
 }
 
@@ -74,18 +99,29 @@ export interface DemoEvent {
 
 const LOCAL = 'local';
 const NAME_KEY = 'mikoto-rtc:name';
+const PING_INTERVAL_MS = 5000;
 
 /**
- * The demo session: one client, one room, the local media, and the page.
- * Everything it opens it closes in `leave()`.
+ * The demo session: one signaling client for the page's lifetime (so calls
+ * ring while no room is joined), at most one room, the local media, and the
+ * page. Everything a room opens is closed in `leave()`.
  */
 export class DemoApp {
   client: SignalingClient | null = null;
   room: Room | null = null;
+  /** The last `call:state` per call id, as this tab saw it. */
+  readonly calls: Record<string, CallStateEvent> = {};
+  /** The call this tab is in (or placing / answering). */
+  currentCall: Call | null = null;
+  /** The ringing call shown in the banner. */
+  private incoming: Call | null = null;
+  private pingTimer: ReturnType<typeof setInterval> | null = null;
+  private readonly title = document.title;
+  private connecting: Promise<SignalingClient> | null = null;
   camera: MediaStream | null = null;
   /** What is sent: the camera, or the camera's audio with a screen track. */
   outgoing: MediaStream | null = null;
-  readonly userId = tabUserId();
+  readonly userId: string;
   /** Recent SDK events, newest last, for tests and debugging. */
   readonly events: DemoEvent[] = [];
 
@@ -98,6 +134,8 @@ export class DemoApp {
     private readonly ui: Ui,
     private readonly params: DemoParams,
   ) {
+    this.userId = tabUserId(params.user);
+    ui.selfUser.textContent = this.userId;
     this.tiles = new TileGrid(ui.tiles, () => {
       ui.enableSound.hidden = false;
     });
@@ -120,8 +158,63 @@ export class DemoApp {
       ui.enableSound.hidden = true;
       this.tiles.playAllAudio();
     });
+    ui.callForm.addEventListener('submit', (event) => {
+      event.preventDefault();
+      void this.placeCall();
+    });
+    ui.acceptCall.addEventListener('click', () => void this.acceptIncoming());
+    ui.declineCall.addEventListener('click', () => void this.declineIncoming());
+    ui.hangupButton.addEventListener('click', () => void this.hangup());
     this.setStatus('idle');
     this.setSocketStatus('idle');
+    this.showCallState(null);
+  }
+
+  /** The signaling connection's state (`idle` before the first connect). */
+  get connectionState(): ConnectionState {
+    return this.client?.state ?? 'idle';
+  }
+
+  /**
+   * The page's signaling client, connected (created on first use, and again
+   * after one went down for good). Calls ring on it; rooms join through it.
+   */
+  async connect(): Promise<SignalingClient> {
+    const existing = this.client;
+    if (existing && existing.state !== 'disconnected' && existing.state !== 'closed') {
+      await existing.connect();
+      return existing;
+    }
+    if (this.connecting) return this.connecting;
+    const client = new SignalingClient({
+      // A function, so every (re)connect gets a fresh dev token.
+      token: this.params.token ?? (() => fetchDevToken(this.userId, this.displayName(), this.params.server)),
+      ...(this.params.server ? { url: this.params.server } : {}),
+    });
+    existing?.close();
+    this.client = client;
+    this.wireClient(client);
+    this.connecting = client
+      .connect()
+      .then(() => client)
+      .finally(() => {
+        this.connecting = null;
+      });
+    return this.connecting;
+  }
+
+  /** Drop the transport as a network loss would (the session is resumed). For tests. */
+  dropTransport(): void {
+    this.client?.dropTransport();
+  }
+
+  /** Close the client for good (page going away). */
+  shutdown(): void {
+    this.stopPing();
+    const client = this.client;
+    void this.teardown();
+    // Synchronously: the page is going away. The server removes our participants at once.
+    client?.close();
   }
 
   /** The peer connection toward each remote participant, by participant id. */
@@ -147,16 +240,10 @@ export class DemoApp {
       this.outgoing = media.stream;
       this.showNotice(media.warning);
 
-      const token = this.params.token;
-      const client = new SignalingClient({
-        // A function, so a reconnect gets a fresh dev token.
-        token: token ?? (() => fetchDevToken(this.userId, name, this.params.server)),
-        ...(this.params.server ? { url: this.params.server } : {}),
-      });
+      const client = await this.connect();
       const room = new Room(client, { iceTransportPolicy: ui.relayInput.checked ? 'relay' : 'all' });
-      this.client = client;
       this.room = room;
-      this.wire(client, room);
+      this.wire(room);
 
       const local = this.tiles.ensure(LOCAL, { id: '', name: `${name} (you)`, local: true });
       local.setStream(this.outgoing);
@@ -167,7 +254,6 @@ export class DemoApp {
         });
       }
 
-      await client.connect();
       this.setStatus('joining');
       const info = await room.join(roomName, { name });
       local.setId(info.self.id);
@@ -191,15 +277,13 @@ export class DemoApp {
     this.setStatus('left');
   }
 
-  /** Close everything this session opened; safe to call at any point. */
+  /** Close everything the room session opened (not the client); safe to call at any point. */
   async teardown(): Promise<void> {
-    const { room, client } = this;
+    const room = this.room;
     this.room = null;
-    this.client = null;
     this.speaking?.close();
     this.speaking = null;
     if (room) await room.close().catch(() => undefined);
-    client?.close();
     this.screenTrack?.stop();
     this.screenTrack = null;
     stopStream(this.camera);
@@ -210,7 +294,6 @@ export class DemoApp {
     this.ui.controls.hidden = true;
     this.ui.enableSound.hidden = true;
     this.ui.participantCount.textContent = '0';
-    this.setSocketStatus('closed');
   }
 
   async toggleAudio(): Promise<void> {
@@ -275,11 +358,27 @@ export class DemoApp {
     await this.room?.setLocalStream(stream);
   }
 
-  private wire(client: SignalingClient, room: Room): void {
-    client.on('state', ({ state, error }) => {
-      this.log('socket', { state, error: error?.toJSON() });
+  private wireClient(client: SignalingClient): void {
+    client.on('state', ({ state, error, resumed }) => {
+      if (this.client !== client) return;
+      this.log('socket', { state, error: error?.toJSON(), resumed, session: client.sessionId });
       this.setSocketStatus(state);
+      this.tiles.get(LOCAL)?.setPresence(state === 'connected' ? 'connected' : 'reconnecting');
+      if (state === 'connected') this.startPing(client);
+      else if (state !== 'reconnecting' && state !== 'connecting') this.stopPing();
     });
+    client.on('session:lost', ({ error }) => this.log('session:lost', error.toJSON()));
+    client.on('server:draining', (e) => this.log('server:draining', e));
+    client.on('rtt', ({ rtt }) => this.showRtt(rtt));
+    const calls = client.calls;
+    calls.on('call:incoming', ({ call }) => {
+      this.log('call:incoming', { callId: call.callId, from: call.from, room: call.room });
+      this.showIncoming(call);
+    });
+    calls.on('call:state', ({ call }) => this.onCallState(call));
+  }
+
+  private wire(room: Room): void {
     room.on('state', ({ state, error }) => {
       this.log('room', { state, error: error?.toJSON() });
       if (state === 'joined') {
@@ -305,8 +404,18 @@ export class DemoApp {
       this.updateCount();
     });
     room.on('participant:updated', ({ participant }) => {
-      this.log('participant:updated', { id: participant.id, state: participant.state });
+      this.log('participant:updated', {
+        id: participant.id,
+        state: participant.state,
+        connection: participant.connection,
+      });
       this.showParticipant(participant);
+    });
+    room.on('self:updated', ({ self, state, connection }) => {
+      this.log('self:updated', { id: self.id, state, connection });
+    });
+    room.on('peer:icerestart', ({ participantId, origin, reason }) => {
+      this.log('peer:icerestart', { participantId, origin, reason });
     });
     room.on('track', ({ participantId, track, stream }) => {
       this.log('track', { participantId, kind: track.kind });
@@ -331,7 +440,165 @@ export class DemoApp {
     tile.setName(participant.name || participant.id);
     tile.setState(participant.state);
     tile.setConnectionState(participant.connectionState);
+    tile.setPresence(participant.connection);
     if (participant.stream) tile.setStream(participant.stream);
+  }
+
+  // ---- calls ----
+
+  /** Ring the user in the call input. */
+  async placeCall(): Promise<void> {
+    const ui = this.ui;
+    if (!ui.callForm.reportValidity()) return;
+    const user = ui.callUserInput.value.trim();
+    ui.callButton.disabled = true;
+    this.showError(null);
+    try {
+      const client = await this.connect();
+      const call = await client.calls.invite(user, { audio: this.params.audio, video: this.params.video });
+      this.currentCall = call;
+      this.log('call:placed', { callId: call.callId, to: user, room: call.room });
+      this.onCallState(call);
+    } catch (err) {
+      this.showError(err);
+    } finally {
+      ui.callButton.disabled = false;
+    }
+  }
+
+  async acceptIncoming(): Promise<void> {
+    const call = this.incoming;
+    const client = this.client;
+    if (!call || !client) return;
+    this.hideIncoming();
+    try {
+      const accepted = await client.calls.accept(call.callId);
+      this.currentCall = accepted;
+      this.onCallState(accepted);
+      await this.joinCallRoom(accepted);
+    } catch (err) {
+      this.showError(err);
+    }
+  }
+
+  async declineIncoming(): Promise<void> {
+    const call = this.incoming;
+    const client = this.client;
+    if (!call || !client) return;
+    this.hideIncoming();
+    await client.calls.decline(call.callId).catch((err: unknown) => this.showError(err));
+  }
+
+  /** Cancel the call while it rings, hang up once accepted; leave its room either way. */
+  async hangup(): Promise<void> {
+    const call = this.currentCall;
+    const client = this.client;
+    if (!call || !client) return;
+    try {
+      if (!call.ended) {
+        if (call.state === 'ringing' && call.direction === 'outgoing') await client.calls.cancel(call.callId);
+        else if (call.state === 'accepted') await client.calls.hangup(call.callId);
+      }
+    } catch (err) {
+      this.showError(err);
+    }
+    await this.leaveCallRoom(call);
+  }
+
+  private onCallState(call: Call): void {
+    const event: CallStateEvent = { callId: call.callId, state: call.state };
+    if (call.by !== null) event.by = call.by;
+    if (call.device !== null) event.device = call.device;
+    if (call.reason !== null) event.reason = call.reason;
+    this.calls[call.callId] = event;
+    this.log('call:state', event);
+    if (this.incoming?.callId === call.callId && call.state !== 'ringing') this.hideIncoming();
+    const current = this.currentCall;
+    // What `#call-state` shows: our call, else the last call this tab heard of.
+    if (!current || current.callId === call.callId || current.ended) this.showCallState(call);
+    if (current?.callId !== call.callId) return;
+    if (call.state === 'accepted' && call.direction === 'outgoing') {
+      void this.joinCallRoom(call).catch((err: unknown) => this.showError(err));
+    } else if (call.ended) {
+      void this.leaveCallRoom(call);
+    }
+  }
+
+  private async joinCallRoom(call: Call): Promise<void> {
+    if (!call.room) return;
+    if (this.room?.name === call.room) return;
+    if (this.room) await this.leave();
+    this.ui.roomInput.value = call.room;
+    await this.join();
+  }
+
+  private async leaveCallRoom(call: Call): Promise<void> {
+    if (this.currentCall?.callId === call.callId && call.ended) this.ui.hangupButton.hidden = true;
+    if (call.room && this.room?.name === call.room) await this.leave();
+    if (this.currentCall?.callId === call.callId) {
+      this.ui.hangupButton.hidden = true;
+    }
+  }
+
+  private showIncoming(call: Call): void {
+    if (call.ended || call.state !== 'ringing') return;
+    this.incoming = call;
+    const ui = this.ui;
+    const from = call.from ? call.from.name || call.from.user : 'someone';
+    const kind = call.media?.video ? 'video' : 'audio';
+    ui.incomingText.textContent = `${from} is calling (${kind})…`;
+    ui.incomingCall.dataset['callId'] = call.callId;
+    ui.incomingCall.classList.add('ringing');
+    ui.incomingCall.hidden = false;
+    document.title = `Incoming call: ${from}`;
+    if (!this.currentCall || this.currentCall.ended) this.showCallState(call);
+  }
+
+  private hideIncoming(): void {
+    this.incoming = null;
+    const el = this.ui.incomingCall;
+    el.hidden = true;
+    el.classList.remove('ringing');
+    delete el.dataset['callId'];
+    document.title = this.title;
+  }
+
+  private showCallState(call: Call | null): void {
+    const el = this.ui.callState;
+    const state = call?.state ?? 'none';
+    el.textContent = call?.reason ? `${state} (${call.reason})` : state;
+    el.dataset['state'] = state;
+    if (call) el.dataset['callId'] = call.callId;
+    else delete el.dataset['callId'];
+    const mine = call !== null && this.currentCall?.callId === call.callId;
+    this.ui.hangupButton.hidden = !(mine && !call.ended);
+    this.ui.hangupButton.textContent = call?.state === 'ringing' ? 'Cancel' : 'Hang up';
+  }
+
+  // ---- RTT ----
+
+  private startPing(client: SignalingClient): void {
+    if (this.pingTimer !== null) return;
+    const ping = (): void => {
+      if (this.client !== client || !client.connected) return;
+      client.ping().catch(() => undefined);
+    };
+    ping();
+    this.pingTimer = setInterval(ping, PING_INTERVAL_MS);
+  }
+
+  private stopPing(): void {
+    if (this.pingTimer !== null) clearInterval(this.pingTimer);
+    this.pingTimer = null;
+  }
+
+  private showRtt(rtt: number): void {
+    this.ui.rtt.textContent = `${Math.round(rtt)} ms`;
+    this.ui.rtt.dataset['rtt'] = String(Math.round(rtt));
+  }
+
+  private displayName(): string {
+    return this.ui.nameInput.value.trim() || this.ui.nameInput.placeholder;
   }
 
   private syncControls(): void {

@@ -1,4 +1,4 @@
-import type { ParticipantState, Room, SignalingClient } from '../sdk';
+import type { CallStateEvent, ConnectionState, ParticipantState, PresenceState, Room, SignalingClient } from '../sdk';
 import type { DemoApp, DemoEvent } from './app';
 
 /** Per remote participant: what a test needs to tell that media flows. */
@@ -13,6 +13,8 @@ export interface ParticipantSnapshot {
   user: string;
   name: string;
   state: ParticipantState;
+  /** Signaling presence: `reconnecting` while their transport is lost. */
+  connection: PresenceState;
   connectionState: RTCPeerConnectionState;
 }
 
@@ -20,7 +22,14 @@ export interface ParticipantSnapshot {
 export interface MikotoDemo {
   /** The current room, or null before joining and after leaving. */
   readonly room: Room | null;
+  /** The page's signaling client (it lives across rooms; null before the first connect). */
   readonly client: SignalingClient | null;
+  /** The client's connection state: `idle`, `connecting`, `connected`, `reconnecting`, `disconnected`, `closed`. */
+  readonly connectionState: ConnectionState;
+  /** The current session id (changes only when a session is lost, not on resume). */
+  readonly sessionId: string | null;
+  /** The last `call:state` per call id. */
+  readonly calls: Readonly<Record<string, CallStateEvent>>;
   /** What is sent (camera, or camera audio + screen). */
   readonly localStream: MediaStream | null;
   /** This tab's user id (the dev token's `sub`). */
@@ -36,6 +45,12 @@ export interface MikotoDemo {
   stats(): Promise<Record<string, PeerStats>>;
   join(): Promise<void>;
   leave(): Promise<void>;
+  /** Close the engine.io transport as a network loss would; the client resumes the session. */
+  dropTransport(): void;
+  /** `room.restartIce(participantId?)`. */
+  restartIce(participantId?: string): void;
+  /** One `ping` round trip, ms. */
+  ping(): Promise<number>;
 }
 
 declare global {
@@ -51,6 +66,15 @@ export function installHooks(app: DemoApp): MikotoDemo {
     },
     get client() {
       return app.client;
+    },
+    get connectionState() {
+      return app.connectionState;
+    },
+    get sessionId() {
+      return app.client?.sessionId ?? null;
+    },
+    get calls() {
+      return app.calls;
     },
     get localStream() {
       return app.outgoing;
@@ -71,6 +95,7 @@ export function installHooks(app: DemoApp): MikotoDemo {
         user: p.user,
         name: p.name,
         state: { ...p.state },
+        connection: p.connection,
         connectionState: p.connectionState,
       })),
     stats: async () => {
@@ -81,6 +106,13 @@ export function installHooks(app: DemoApp): MikotoDemo {
     },
     join: () => app.join(),
     leave: () => app.leave(),
+    dropTransport: () => app.dropTransport(),
+    restartIce: (participantId?: string) => app.room?.restartIce(participantId),
+    ping: async () => {
+      const client = app.client;
+      if (!client) throw new Error('not connected');
+      return client.ping();
+    },
   };
   window.mikotoDemo = hooks;
   return hooks;

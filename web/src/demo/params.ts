@@ -4,6 +4,8 @@ export interface DemoParams {
   name: string | null;
   /** A ready token; skips the dev token endpoint. */
   token: string | null;
+  /** The dev token's user id (`sub`): two tabs with the same `user` are two devices of one user. */
+  user: string | null;
   autojoin: boolean;
   /** iceTransportPolicy `relay`. */
   relay: boolean;
@@ -26,6 +28,7 @@ export function readParams(search: string = window.location.search): DemoParams 
     room: q.get('room'),
     name: q.get('name'),
     token: q.get('token'),
+    user: q.get('user'),
     autojoin: flag('autojoin', false),
     relay: flag('relay', false),
     server: q.get('server'),

@@ -59,6 +59,12 @@ export class Tile {
     this.setName(info.name);
     this.setState({ audio: false, video: false, screen: false, hand: false, speaking: false });
     this.setConnectionState(info.local ? 'local' : 'new');
+    this.setPresence('connected');
+  }
+
+  /** Signaling presence: `reconnecting` while the participant's (or, on our tile, our) transport is lost. */
+  setPresence(presence: string): void {
+    this.element.dataset['connection'] = presence;
   }
 
   setId(id: string): void {

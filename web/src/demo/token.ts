@@ -3,10 +3,15 @@ import { RtcError } from '../sdk';
 const USER_KEY = 'mikoto-rtc:user';
 
 /**
- * This tab's user id: random, kept in sessionStorage, so a reload stays the
- * same user and a second tab is a second user.
+ * This tab's user id: `override` (the `user=` parameter) if given, else
+ * random, kept in sessionStorage, so a reload stays the same user and a
+ * second tab is a second user.
  */
-export function tabUserId(): string {
+export function tabUserId(override: string | null = null): string {
+  if (override) {
+    sessionStorage.setItem(USER_KEY, override);
+    return override;
+  }
   let id = sessionStorage.getItem(USER_KEY);
   if (!id) {
     // getRandomValues works on plain http too, unlike randomUUID.

@@ -3,8 +3,17 @@
  * participant, and the room that ties them together. Framework-free; UI layers
  * build on this module only.
  */
-export { SignalingClient } from './client';
-export type { ClientEvents, ClientOptions, ConnectionState, ConnectionStateChange, TokenSource } from './client';
+export { SignalingClient, randomId } from './client';
+export type {
+  ClientEvents,
+  ClientOptions,
+  ConnectionState,
+  ConnectionStateChange,
+  RequestOptions,
+  TokenSource,
+} from './client';
+export { Calls } from './calls';
+export type { Call, CallDirection, CallsEvents } from './calls';
 export { RtcError, isRtcError, isServerErrorCode } from './errors';
 export { Emitter } from './events';
 export type { Listener, Unsubscribe } from './events';

@@ -3,7 +3,10 @@ import type { Logger } from './log';
 import type { ParticipantId, WireCandidate, WireDescription } from './types';
 
 /** What a peer sends to its remote side; the room adds `room` and `to`. */
-export type PeerMessage = { description: WireDescription } | { candidate: WireCandidate | null };
+export type PeerMessage =
+  | { description: WireDescription }
+  | { candidate: WireCandidate | null }
+  | { restart: true };
 
 /**
  * `offerer`: we joined after them, so we make the first offer (protocol.md,
@@ -32,7 +35,12 @@ export interface PeerEvents {
   trackended: { track: MediaStreamTrack; stream: MediaStream };
   /** `pc.connectionState` changed; `closed` is also sent when `close()` is called. */
   connectionstatechange: { state: PeerConnectionState };
+  /** An ICE restart was started here (`local`) or asked for by the remote side (`remote`). */
+  icerestart: { origin: 'local' | 'remote'; reason: string };
 }
+
+/** Automatic ICE restarts (on `disconnected` / `failed`) are at least this far apart. */
+const AUTO_RESTART_INTERVAL_MS = 3000;
 
 const KINDS = ['audio', 'video'] as const;
 type Kind = (typeof KINDS)[number];
@@ -62,6 +70,9 @@ export class Peer extends Emitter<PeerEvents> {
   private pendingCandidates: (WireCandidate | null)[] = [];
   private incoming: Promise<void> = Promise.resolve();
   private _closed = false;
+  private lastRestartAt = -Infinity;
+  private restartTimer: ReturnType<typeof setTimeout> | null = null;
+  private _iceRestarts = 0;
 
   constructor(options: PeerOptions) {
     super();
@@ -79,13 +90,49 @@ export class Peer extends Emitter<PeerEvents> {
       if (this._closed) return;
       this.emit('connectionstatechange', { state: this.pc.connectionState });
     };
-    this.pc.oniceconnectionstatechange = () => {
-      // An ICE restart renegotiates through onnegotiationneeded; glare is handled there.
-      if (!this._closed && this.pc.iceConnectionState === 'failed') {
-        this.logger.info(`peer ${this.id}: ICE failed, restarting`);
-        this.pc.restartIce();
-      }
-    };
+    this.pc.oniceconnectionstatechange = () => this.maybeAutoRestart();
+  }
+
+  /** ICE restarts started by this side so far. */
+  get iceRestarts(): number {
+    return this._iceRestarts;
+  }
+
+  /**
+   * Restart ICE: new credentials, new candidates, through a new offer
+   * (`onnegotiationneeded`; glare is resolved by perfect negotiation). A side
+   * that may not offer yet (an answerer before the first offer) asks the
+   * remote side to restart instead (`signal {restart: true}`).
+   */
+  restartIce(reason = 'requested', origin: 'local' | 'remote' = 'local'): void {
+    if (this._closed) return;
+    this.lastRestartAt = Date.now();
+    if (this.awaitingFirstOffer) {
+      this.logger.info(`peer ${this.id}: asking the remote side to restart ICE (${reason})`);
+      this.send({ restart: true });
+      return;
+    }
+    this.logger.info(`peer ${this.id}: restarting ICE (${reason})`);
+    this._iceRestarts++;
+    this.emit('icerestart', { origin, reason });
+    this.pc.restartIce();
+  }
+
+  /** `disconnected` or `failed`: restart, at most every few seconds while it lasts. */
+  private maybeAutoRestart(): void {
+    if (this._closed) return;
+    const state = this.pc.iceConnectionState;
+    if (state !== 'disconnected' && state !== 'failed') return;
+    const wait = this.lastRestartAt + AUTO_RESTART_INTERVAL_MS - Date.now();
+    if (wait <= 0) {
+      this.restartIce(`ICE ${state}`);
+      return;
+    }
+    if (this.restartTimer !== null) return;
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
+      this.maybeAutoRestart();
+    }, wait);
   }
 
   get closed(): boolean {
@@ -163,6 +210,8 @@ export class Peer extends Emitter<PeerEvents> {
     pc.ontrack = null;
     pc.onconnectionstatechange = null;
     pc.oniceconnectionstatechange = null;
+    if (this.restartTimer !== null) clearTimeout(this.restartTimer);
+    this.restartTimer = null;
     pc.close();
     for (const track of this.remoteStream.getTracks()) this.remoteStream.removeTrack(track);
     this.pendingCandidates = [];
@@ -187,7 +236,10 @@ export class Peer extends Emitter<PeerEvents> {
 
   private async applySignal(message: PeerMessage): Promise<void> {
     if (this._closed) return;
-    if ('description' in message) {
+    if ('restart' in message) {
+      if (this.awaitingFirstOffer) return; // the remote side's first offer is on its way anyway
+      this.restartIce('asked by the remote side', 'remote');
+    } else if ('description' in message) {
       await this.applyDescription(message.description);
     } else if (this.pc.remoteDescription) {
       await this.addCandidate(message.candidate);

@@ -13,6 +13,8 @@ import {
   type ParticipantLeftEvent,
   type ParticipantState,
   type ParticipantUpdatedEvent,
+  type PresenceState,
+  type RoomEventName,
   type RoomName,
   type SelfInfo,
   type ServerEvents,
@@ -23,8 +25,14 @@ import {
 export interface RoomOptions {
   /** `relay` forces every peer connection through TURN. Default `all`. */
   iceTransportPolicy?: RTCIceTransportPolicy;
-  /** After a lost connection comes back, join again (as a new participant). Default true. */
+  /**
+   * When the session is lost (its resume refused), join again as a new
+   * participant once the client has a new session. Default true. (A resumed
+   * session keeps the membership: nothing to do.)
+   */
   rejoin?: boolean;
+  /** Restart ICE on every peer when the browser fires `online` (a network change). Default true. */
+  restartIceOnOnline?: boolean;
   logger?: Logger;
 }
 
@@ -37,7 +45,9 @@ export interface JoinOptions {
 
 /**
  * - `idle`: not joined yet; `joining`: `room:join` sent
- * - `joined`; `rejoining`: the connection dropped and the room will join again once it is back
+ * - `joined` (also while the client reconnects and resumes the session: the
+ *   membership and the peer connections are kept)
+ * - `rejoining`: the session was lost; the room joins again, as a new participant, once the client has a new one
  * - `left`: `leave()` was called or the connection is gone for good (see `error`)
  * - `closed`: `close()` was called; final
  */
@@ -49,6 +59,8 @@ export interface RemoteParticipant {
   readonly user: UserId;
   readonly name: string;
   readonly state: Readonly<ParticipantState>;
+  /** Their signaling presence: `reconnecting` while their transport is lost (their media may still flow). */
+  readonly connection: PresenceState;
   /** Our perfect-negotiation role toward them. */
   readonly polite: boolean;
   /** Their media, once a first track arrived. */
@@ -71,12 +83,23 @@ export interface RoomEvents {
   state: { state: RoomState; previous: RoomState; error?: RtcError };
   'participant:joined': { participant: RemoteParticipant };
   'participant:left': { participant: RemoteParticipant; reason: RemovalReason };
-  'participant:updated': { participant: RemoteParticipant; previous: Readonly<ParticipantState> };
+  'participant:updated': {
+    participant: RemoteParticipant;
+    previous: Readonly<ParticipantState>;
+    previousConnection: PresenceState;
+  };
+  /**
+   * The server's view of ourselves changed (server-caused events reach their
+   * subject too, e.g. our `connection` after a resume).
+   */
+  'self:updated': { self: SelfInfo; state: Readonly<ParticipantState>; connection: PresenceState };
   /** A remote track arrived; `stream` is the participant's one stream holding all their tracks. */
   track: { participantId: ParticipantId; track: MediaStreamTrack; stream: MediaStream };
   trackended: { participantId: ParticipantId; track: MediaStreamTrack; stream: MediaStream };
   /** A peer connection's `connectionState` changed. */
   'peer:state': { participantId: ParticipantId; state: PeerConnectionState };
+  /** An ICE restart started toward a participant (`local`: ours; `remote`: they asked for it). */
+  'peer:icerestart': { participantId: ParticipantId; origin: 'local' | 'remote'; reason: string };
   /** Our own published state changed. */
   'local:state': { state: Readonly<ParticipantState> };
   /** The signaling connection's state changed (mirrors the client's `state` event). */
@@ -88,13 +111,14 @@ interface MutableParticipant {
   user: UserId;
   name: string;
   state: ParticipantState;
+  connection: PresenceState;
   polite: boolean;
   stream: MediaStream | null;
   connectionState: PeerConnectionState;
 }
 
-type RoomEventName = Exclude<keyof ServerEvents, 'signal'>;
-type Buffered = { [K in keyof ServerEvents]: { event: K; payload: ServerEvents[K] } }[keyof ServerEvents];
+type RoomServerEvents = Pick<ServerEvents, RoomEventName | 'signal'>;
+type Buffered = { [K in keyof RoomServerEvents]: { event: K; payload: RoomServerEvents[K] } }[keyof RoomServerEvents];
 
 /**
  * One joined room: the participant list, presence, and one peer connection per
@@ -119,6 +143,10 @@ export class Room extends Emitter<RoomEvents> {
   /** Events that arrived while `room:join` was pending, replayed after its ack. */
   private buffered: Buffered[] = [];
   private joining: Promise<unknown> | null = null;
+  private _selfConnection: PresenceState = 'connected';
+  private readonly onOnline = (): void => {
+    if (this._state === 'joined') this.restartIce(undefined, 'network online');
+  };
 
   constructor(
     readonly client: SignalingClient,
@@ -132,7 +160,12 @@ export class Room extends Emitter<RoomEvents> {
       client.on('participant:updated', (e) => this.onServerEvent('participant:updated', e)),
       client.on('signal', (e) => this.onServerEvent('signal', e)),
       client.on('state', (change) => this.onConnectionState(change)),
+      client.on('session:lost', ({ error }) => this.onSessionLost(error)),
     ];
+    if (options.restartIceOnOnline !== false && typeof window !== 'undefined') {
+      window.addEventListener('online', this.onOnline);
+      this.unsubscribes.push(() => window.removeEventListener('online', this.onOnline));
+    }
   }
 
   get state(): RoomState {
@@ -166,6 +199,21 @@ export class Room extends Emitter<RoomEvents> {
   /** The peer connection toward one participant, for stats and debugging. */
   peerConnection(id: ParticipantId): RTCPeerConnection | undefined {
     return this.peersById.get(id)?.pc;
+  }
+
+  /** Our signaling presence as the server last told us (`connected` unless a replay said otherwise). */
+  get selfConnection(): PresenceState {
+    return this._selfConnection;
+  }
+
+  /**
+   * Restart ICE toward one participant, or toward everyone: new candidates
+   * through a new offer, e.g. after a network change. Media keeps flowing over
+   * the old path until the new one is up.
+   */
+  restartIce(participantId?: ParticipantId, reason = 'requested'): void {
+    const peers = participantId === undefined ? [...this.peersById.values()] : [this.peersById.get(participantId)];
+    for (const peer of peers) peer?.restartIce(reason);
   }
 
   /** Every peer connection, by participant id (a snapshot). */
@@ -204,13 +252,16 @@ export class Room extends Emitter<RoomEvents> {
     this.teardown('local');
     if (this._state !== 'closed' && this._state !== 'idle') this.setState('left');
     if (!wasJoined || name === null) return;
-    try {
-      await this.client.request('room:leave', { room: name });
-    } catch (err) {
-      if (!(err instanceof RtcError && (err.code === 'disconnected' || err.code === 'not_found'))) {
-        this.logger.warn('room:leave failed', err);
-      }
-    }
+    const sent = this.client.request('room:leave', { room: name }).then(
+      () => undefined,
+      (err: unknown) => {
+        if (!(err instanceof RtcError && (err.code === 'disconnected' || err.code === 'not_found'))) {
+          this.logger.warn('room:leave failed', err);
+        }
+      },
+    );
+    // While the client reconnects the leave is queued (sent after the resume); do not wait for it.
+    if (this.client.connected) await sent;
   }
 
   /** Leave, stop listening to the client and drop every listener. Idempotent. */
@@ -298,8 +349,10 @@ export class Room extends Emitter<RoomEvents> {
     const wanted = this.localState;
     this.localState = { ...EMPTY_STATE };
     const participants: RemoteParticipant[] = [];
+    this._selfConnection = 'connected';
     for (const entry of ack.participants) {
       const participant = this.addParticipant(entry.id, entry.user, entry.name, entry.state, entry.polite);
+      participant.connection = presence(entry.connection);
       participants.push(participant);
       this.emit('participant:joined', { participant });
       this.createPeer(participant, 'offerer');
@@ -338,7 +391,7 @@ export class Room extends Emitter<RoomEvents> {
 
   // ---- server events ----
 
-  private onServerEvent<K extends keyof ServerEvents>(event: K, payload: ServerEvents[K]): void {
+  private onServerEvent<K extends keyof RoomServerEvents>(event: K, payload: RoomServerEvents[K]): void {
     if (payload.room !== this._name) return;
     const item = { event, payload } as Buffered;
     if (this._state === 'joining') this.buffered.push(item);
@@ -378,28 +431,54 @@ export class Room extends Emitter<RoomEvents> {
     if (p.id === this._self?.id) return;
     // The joiner offers to us: no peer until its first signal arrives.
     const participant = this.addParticipant(p.id, p.user, p.name, p.state, polite);
+    participant.connection = presence(p.connection);
     this.emit('participant:joined', { participant });
   }
 
   private onLeft({ id, reason }: ParticipantLeftEvent): void {
+    if (id === this._self?.id) {
+      // The server removed us (e.g. `timeout`): we are no longer in the room.
+      this.logger.warn(`removed from ${this._name ?? ''} (${reason})`);
+      this.startOver(new RtcError('not_found', `removed from the room (${reason})`));
+      return;
+    }
     this.departed.add(id);
     this.removeParticipant(id, reason);
   }
 
   private onUpdated({ participant: p }: ParticipantUpdatedEvent): void {
+    const self = this._self;
+    if (self && p.id === self.id) {
+      // Server-caused events reach their subject too: our own presence, as the others see it.
+      this._selfConnection = presence(p.connection);
+      this.emit('self:updated', {
+        self,
+        state: { ...EMPTY_STATE, ...p.state },
+        connection: this._selfConnection,
+      });
+      return;
+    }
     const participant = this.participantsById.get(p.id);
     if (!participant) return;
     const previous = participant.state;
+    const previousConnection = participant.connection;
     participant.state = { ...EMPTY_STATE, ...p.state };
     participant.name = p.name;
-    this.emit('participant:updated', { participant, previous });
+    if (p.connection !== undefined) participant.connection = presence(p.connection);
+    this.emit('participant:updated', { participant, previous, previousConnection });
   }
 
   private onSignal(event: SignalEvent): void {
     const from = event.from;
     if (from === this._self?.id || this.departed.has(from)) return;
-    const message: PeerMessage =
-      'description' in event ? { description: event.description } : { candidate: event.candidate };
+    let message: PeerMessage;
+    if ('restart' in event) {
+      // Nothing to restart before a peer exists: its first offer carries fresh ICE anyway.
+      this.peersById.get(from)?.handleSignal({ restart: true });
+      return;
+    }
+    if ('description' in event) message = { description: event.description };
+    else message = { candidate: event.candidate };
     let peer = this.peersById.get(from);
     if (!peer) {
       // The first signal from a newcomer: it joined after us, so we are impolite
@@ -416,31 +495,68 @@ export class Room extends Emitter<RoomEvents> {
 
   // ---- connection ----
 
+  /**
+   * A lost transport keeps everything (the session is resumed: same
+   * participant id, events replayed, peers untouched). A lost session starts
+   * over as a new participant; a connection down for good leaves.
+   */
   private onConnectionState(change: ConnectionStateChange): void {
     this.emit('connection:state', change);
-    const { state, error } = change;
+    const { state, error, resumed } = change;
     if (state === 'connected') {
-      if (this._state === 'rejoining' && this.joinRequest) {
-        this.runJoin(this.joinRequest).catch((err: unknown) => {
-          this.logger.warn('rejoin failed', err);
-          this.joinRequest = null;
-          if (this._state !== 'closed') this.setState('left', asRtcError(err));
-        });
+      if (this._state === 'rejoining') {
+        this.rejoin();
+      } else if (this._state === 'joined' && this._name !== null) {
+        const kept = resumed === true && this.client.participantId(this._name) === this._self?.id;
+        if (!kept) this.startOver(new RtcError('not_found', 'the session was not resumed'));
       }
       return;
     }
-    if (this._state === 'rejoining' && (state === 'disconnected' || state === 'closed')) {
+    if (state === 'disconnected' || state === 'closed') {
+      if (this._state !== 'joined' && this._state !== 'joining' && this._state !== 'rejoining') return;
       // The connection will not come back (e.g. the token was refused on reconnect).
+      this.teardown('disconnect');
       this.joinRequest = null;
       this.setState('left', error ?? new RtcError('disconnected', `connection ${state}`));
+    }
+    // `reconnecting`: keep the membership and the peers; the client resumes the session.
+  }
+
+  /** The client's session is gone, and our participant with it. */
+  private onSessionLost(error: RtcError): void {
+    // A join in flight is rejected by the client and reports that itself.
+    if (this._state === 'joined') this.startOver(error);
+  }
+
+  /** Our participant is gone: drop everything and, unless told not to, join again as a new one. */
+  private startOver(error: RtcError): void {
+    this.teardown('disconnect');
+    if (this.options.rejoin === false || this.joinRequest === null) {
+      this.joinRequest = null;
+      this.setState('left', error);
       return;
     }
-    if (this._state !== 'joined' && this._state !== 'joining') return;
-    // The server dropped our participant with the connection; start over.
-    this.teardown('disconnect');
-    const retrying = state === 'reconnecting' && this.options.rejoin !== false && this.joinRequest !== null;
-    const why = error ?? new RtcError('disconnected', `connection ${state}`);
-    this.setState(retrying ? 'rejoining' : 'left', why);
+    this.setState('rejoining', error);
+    if (this.client.connected) this.rejoin();
+  }
+
+  private rejoin(): void {
+    const request = this.joinRequest;
+    if (!request) return;
+    this.runJoin(request).catch((err: unknown) => {
+      if (this._state === 'closed' || this._state === 'left' || this.joinRequest !== request) return;
+      const error = asRtcError(err);
+      const client = this.client.state;
+      if (error.code === 'disconnected' && client !== 'disconnected' && client !== 'closed') {
+        // The session went away again meanwhile: try on the next one.
+        this.setState('rejoining', error);
+        if (this.client.connected) this.rejoin();
+        return;
+      }
+      this.logger.warn('rejoin failed', err);
+      this.joinRequest = null;
+      this.setState('left', error);
+    });
   }
 
   // ---- bookkeeping ----
@@ -465,6 +581,7 @@ export class Room extends Emitter<RoomEvents> {
       user,
       name,
       state: { ...EMPTY_STATE, ...state },
+      connection: 'connected',
       polite,
       stream: null,
       connectionState: 'new',
@@ -489,6 +606,7 @@ export class Room extends Emitter<RoomEvents> {
     this.peersById.clear();
     this.buffered = [];
     this._self = null;
+    this._selfConnection = 'connected';
   }
 
   private createPeer(participant: MutableParticipant, role: PeerRole): Peer {
@@ -517,6 +635,9 @@ export class Room extends Emitter<RoomEvents> {
       participant.connectionState = state;
       this.emit('peer:state', { participantId: id, state });
     });
+    peer.on('icerestart', ({ origin, reason }) => {
+      this.emit('peer:icerestart', { participantId: id, origin, reason });
+    });
     // Tracks go in before any description, so the answerer's tracks ride on its first answer.
     void peer.setLocalTracks(this.localStream);
     if (role === 'offerer') peer.ensureReceiving();
@@ -542,6 +663,10 @@ export class Room extends Emitter<RoomEvents> {
     this._state = state;
     this.emit('state', error ? { state, previous, error } : { state, previous });
   }
+}
+
+function presence(value: unknown): PresenceState {
+  return value === 'reconnecting' ? 'reconnecting' : 'connected';
 }
 
 function asRtcError(err: unknown): RtcError {

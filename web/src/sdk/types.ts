@@ -25,7 +25,7 @@ export const SERVER_ERROR_CODES = [
 ] as const;
 export type ServerErrorCode = (typeof SERVER_ERROR_CODES)[number];
 
-/** Codes only the client produces: no answer in time, or no connection to send on. */
+/** Codes only the client produces: no answer in time, or no connection (or session) to send on. */
 export type ClientErrorCode = 'timeout' | 'disconnected';
 export type ErrorCode = ServerErrorCode | ClientErrorCode;
 
@@ -63,8 +63,13 @@ export interface SelfInfo {
   name: string;
 }
 
+/** A participant's signaling presence: `reconnecting` while its transport is lost (grace period). */
+export type PresenceState = 'connected' | 'reconnecting';
+
 export interface WireParticipant extends SelfInfo {
   state: ParticipantState;
+  /** Absent from older nodes: read as `connected`. */
+  connection?: PresenceState;
 }
 
 /** An entry of the join ack's `participants`: `polite` is our role toward them. */
@@ -112,7 +117,8 @@ export interface LeaveRequest {
 
 export type SignalRequest =
   | { room: RoomName; to: ParticipantId; description: WireDescription }
-  | { room: RoomName; to: ParticipantId; candidate: WireCandidate | null };
+  | { room: RoomName; to: ParticipantId; candidate: WireCandidate | null }
+  | { room: RoomName; to: ParticipantId; restart: true };
 
 export interface UpdateRequest {
   room: RoomName;
@@ -123,12 +129,59 @@ export interface UpdateResult {
   seq: number;
 }
 
+export interface PingRequest {
+  t?: number;
+}
+
+export interface PingResult {
+  /** The request's `t`, echoed. */
+  t: number;
+  /** The server's clock, Unix ms. */
+  now: number;
+}
+
+export interface CallMedia {
+  audio: boolean;
+  video: boolean;
+}
+
+export interface CallInviteRequest {
+  /** A user id or several (not the caller). */
+  to: UserId | UserId[];
+  media: CallMedia;
+  /** Default: a new room `call-<callId>`. */
+  room?: RoomName;
+}
+
+export interface CallInviteResult {
+  callId: string;
+  room: RoomName;
+}
+
+export interface CallIdRequest {
+  callId: string;
+}
+
+export interface CallDeclineRequest extends CallIdRequest {
+  reason?: string;
+}
+
+export interface CallActionResult {
+  state: CallState;
+}
+
 /** Request payload and ack result of each client -> server event. */
 export interface Requests {
   'room:join': [JoinRequest, JoinResult];
   'room:leave': [LeaveRequest, object];
   signal: [SignalRequest, object];
   'participant:update': [UpdateRequest, UpdateResult];
+  ping: [PingRequest, PingResult];
+  'call:invite': [CallInviteRequest, CallInviteResult];
+  'call:accept': [CallIdRequest, CallActionResult];
+  'call:decline': [CallDeclineRequest, CallActionResult];
+  'call:cancel': [CallIdRequest, CallActionResult];
+  'call:hangup': [CallIdRequest, CallActionResult];
 }
 export type RequestName = keyof Requests;
 
@@ -141,7 +194,7 @@ export interface ParticipantJoinedEvent {
   polite: boolean;
 }
 
-export type LeaveReason = 'leave' | 'disconnect';
+export type LeaveReason = 'leave' | 'disconnect' | 'timeout';
 
 export interface ParticipantLeftEvent {
   room: RoomName;
@@ -158,13 +211,86 @@ export interface ParticipantUpdatedEvent {
 
 export type SignalEvent =
   | { room: RoomName; from: ParticipantId; description: WireDescription }
-  | { room: RoomName; from: ParticipantId; candidate: WireCandidate | null };
+  | { room: RoomName; from: ParticipantId; candidate: WireCandidate | null }
+  | { room: RoomName; from: ParticipantId; restart: true };
 
-export interface ServerEvents {
+/** One room membership of a session, with the room's current seq. */
+export interface SessionRoom {
+  room: RoomName;
+  id: ParticipantId;
+  seq: number;
+}
+
+/** The first event on every accepted connection (protocol.md, "Sessions and resume"). */
+export interface SessionEvent {
+  session: string;
+  /** Single use: the next resume needs the token of the latest `session` event. */
+  resume: string;
+  resumed: boolean;
+  rooms: SessionRoom[];
+}
+
+export interface DrainingEvent {
+  /** Reconnect after this many ms. */
+  reconnectIn: number;
+}
+
+export type CallState =
+  | 'ringing'
+  | 'accepted'
+  | 'answered_elsewhere'
+  | 'declined'
+  | 'busy'
+  | 'cancelled'
+  | 'missed'
+  | 'ended';
+
+/** States after which nothing more happens to a call. */
+export const FINAL_CALL_STATES: readonly CallState[] = [
+  'answered_elsewhere',
+  'declined',
+  'busy',
+  'cancelled',
+  'missed',
+  'ended',
+];
+
+export interface CallIncomingEvent {
+  callId: string;
+  from: { user: UserId; name: string };
+  media: CallMedia;
+  room: RoomName;
+}
+
+export interface CallStateEvent {
+  callId: string;
+  state: CallState;
+  /** The user who caused it. */
+  by?: UserId;
+  /** The session id of the connection that caused it. */
+  device?: string;
+  reason?: string;
+}
+
+/** Room events: they carry the room's `seq`. */
+export interface RoomEventMap {
   'participant:joined': ParticipantJoinedEvent;
   'participant:left': ParticipantLeftEvent;
   'participant:updated': ParticipantUpdatedEvent;
+}
+export type RoomEventName = keyof RoomEventMap;
+export const ROOM_EVENT_NAMES: readonly RoomEventName[] = [
+  'participant:joined',
+  'participant:left',
+  'participant:updated',
+];
+
+export interface ServerEvents extends RoomEventMap {
   signal: SignalEvent;
+  session: SessionEvent;
+  'server:draining': DrainingEvent;
+  'call:incoming': CallIncomingEvent;
+  'call:state': CallStateEvent;
 }
 export type ServerEventName = keyof ServerEvents;
 export const SERVER_EVENT_NAMES: readonly ServerEventName[] = [
@@ -172,4 +298,8 @@ export const SERVER_EVENT_NAMES: readonly ServerEventName[] = [
   'participant:left',
   'participant:updated',
   'signal',
+  'session',
+  'server:draining',
+  'call:incoming',
+  'call:state',
 ];
