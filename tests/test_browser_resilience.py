@@ -362,3 +362,33 @@ async def test_declined_call_stops_ringing_everywhere(node: Node) -> None:
             await page.wait_for_selector("#call-state[data-state=declined]", timeout=10_000)
         await b1.wait_for_selector("#incoming-call", state="hidden")
         assert await a.evaluate("() => window.mikotoDemo.room") is None
+
+
+@pytest.mark.parametrize("answer_on", ["chromium", "python"])
+async def test_call_rings_on_mixed_devices_and_stops_where_not_answered(
+    node: Node, answer_on: str
+) -> None:
+    from signaling.client import CallIncoming, CallStateChanged
+
+    from .helpers import EventLog
+
+    sdk_devices = [await node.client("bob") for _ in range(2)]
+    logs = [EventLog(c) for c in sdk_devices]
+    ann = await node.client("ann")
+    async with chromium() as browser:
+        page = await open_page(browser, node.url, user="bob", name="Bob", media=0)
+        call_id = (await ann.invite("bob", video=False))["callId"]
+        for log in logs:
+            assert (await log.wait_for(CallIncoming)).call_id == call_id
+        await page.wait_for_selector(f"#incoming-call.ringing[data-call-id='{call_id}']",
+                                     state="visible", timeout=10_000)
+        if answer_on == "chromium":
+            await page.click("#accept-call")
+            for log in logs:
+                await log.wait_for(CallStateChanged, lambda e: e.state == "answered_elsewhere")
+        else:
+            await sdk_devices[0].call_action("accept", call_id)
+            await logs[1].wait_for(CallStateChanged, lambda e: e.state == "answered_elsewhere")
+            await page.wait_for_selector("#call-state[data-state=answered_elsewhere]",
+                                         timeout=10_000)
+            await page.wait_for_selector("#incoming-call", state="hidden")
