@@ -180,6 +180,25 @@ class CallService:
             return self._finish(call, CallState.ENDED, ended)
         return [Notice(ServerEvent.CALL_STATE, ended, users=(who,))]
 
+    def user_gone(self, user: UserId) -> list[Notice]:
+        """The user's last device went away: end what they started or were in.
+
+        Without this an accepted call would keep them `busy` for good. Calls still
+        ringing for them are left to time out, as a phone would.
+        """
+        notices: list[Notice] = []
+        for call in list(self._calls.values()):
+            if call.state is CallState.RINGING and user == call.caller:
+                notices += self._finish(call, CallState.CANCELLED, call.state_payload(
+                    CallState.CANCELLED, by=user, reason="caller gone"))
+            elif call.state is CallState.ACCEPTED and user in call.active:
+                call.active.discard(user)
+                self._in_call.pop(user, None)
+                if len(call.active) < 2:
+                    notices += self._finish(call, CallState.ENDED, call.state_payload(
+                        CallState.ENDED, by=user, reason="left"))
+        return notices
+
     def room_of_party(self, user: UserId, room: RoomId) -> bool:
         """Whether `user` is a party of a live call whose media goes through `room`."""
         return any(c.room == room and user in c.parties for c in self._calls.values())

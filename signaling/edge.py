@@ -191,9 +191,12 @@ class SignalingEdge:
         await self._leave_all(session, LeaveReason.TIMEOUT)
 
     async def _leave_all(self, session: Session, reason: LeaveReason) -> None:
+        """The session is over: leave its rooms, and its user's calls if it was the last device."""
         # One room at a time: each seq is assigned right before its emit is queued.
         for room in self._rooms.memberships(session.id):
             await self._emit_room(self._rooms.leave(session.id, room, reason))
+        if not self.sessions.of_user(session.user):
+            await self._deliver(self.calls.user_gone(session.user))
 
     # -- dispatch ----------------------------------------------------------------------
 

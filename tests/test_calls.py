@@ -174,3 +174,25 @@ async def test_group_call_goes_on_when_one_callee_declines(node: Node) -> None:
     assert declined.by == "bob"
     assert await cat[0][0].call_action("accept", call_id) == "accepted"
     await states(ann + cat, call_id, "accepted")
+
+
+async def test_a_party_whose_last_device_goes_ends_the_call_and_frees_the_other(
+    node: Node,
+) -> None:
+    ann, bob = await devices(node, "ann", 1), await devices(node, "bob", 1)
+    call_id = (await ann[0][0].invite("bob"))["callId"]
+    await bob[0][0].call_action("accept", call_id)
+    await ann[0][0].close()
+    ended = await states(bob, call_id, "ended")
+    assert ended[0].by == "ann" and ended[0].reason == "left"
+    cat = await devices(node, "cat", 1)
+    assert (await cat[0][0].invite("bob"))["state"] == "ringing"  # bob is not busy any more
+
+
+async def test_a_caller_who_goes_away_cancels_the_ringing_call(node: Node) -> None:
+    ann, bob = await devices(node, "ann", 1), await devices(node, "bob", 2)
+    call_id = (await ann[0][0].invite("bob"))["callId"]
+    await states(bob, call_id, "ringing")
+    await ann[0][0].close()
+    got = await states(bob, call_id, "cancelled")
+    assert got[0].reason == "caller gone"
