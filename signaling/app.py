@@ -10,6 +10,8 @@ from aiohttp import web
 
 from .config import Config
 from .edge import SignalingEdge
+from .filerelay import FileRelay
+from .files import FileService
 from .http import CONFIG, add_routes
 from .push import LogPush, PushHook, WebhookPush
 from .rooms import RoomService
@@ -27,6 +29,7 @@ PACKET_OVERHEAD = 16 * 1024
 def create_app(config: Config) -> web.Application:
     """Build a signaling node. A dev config without a secret gets an ephemeral one here."""
     config = config.with_runtime_secret()
+    assert config.secret is not None
     app = web.Application()
     rooms = RoomService(config.room_max_participants, config.room_log_size)
     sio = socketio.AsyncServer(
@@ -42,7 +45,10 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[ROOMS] = rooms
     app[SIO] = sio
-    app[EDGE] = SignalingEdge(sio, config, rooms, push)
+    files = FileService(config.file_max_bytes, keep=config.file_ttl)
+    edge = app[EDGE] = SignalingEdge(sio, config, rooms, push, files)
+    FileRelay(config.file_dir, config.file_relay_max_bytes, config.file_ttl, config.secret,
+              files, edge.file_changed).add_routes(app)
     add_routes(app, config)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_drain)

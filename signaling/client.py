@@ -150,6 +150,17 @@ class CallStateChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class FileState:
+    """A transfer's state (docs/protocol.md, "File transfers"); `data` is the whole payload."""
+
+    id: str
+    room: RoomId
+    state: str
+    bytes: int
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Disconnected:
     """The client is disconnected for good (closed, or reconnecting gave up)."""
 
@@ -158,7 +169,7 @@ class Disconnected:
 
 Event = (ParticipantJoined | ParticipantLeft | ParticipantUpdated | SignalReceived
          | ConnectionChanged | SessionStarted | Draining | CallIncoming | CallStateChanged
-         | Disconnected)
+         | FileState | Disconnected)
 Subscriber = Callable[[Event], None]
 
 
@@ -198,6 +209,11 @@ def _call_state(d: dict[str, Any]) -> CallStateChanged:
                             device=d.get("device"), reason=d.get("reason"))
 
 
+def _file_state(d: dict[str, Any]) -> FileState:
+    return FileState(id=d["id"], room=RoomId(d["room"]), state=d["state"], bytes=int(d["bytes"]),
+                     data=d)
+
+
 def _draining(d: dict[str, Any]) -> Draining:
     return Draining(reconnect_in=int(d["reconnectIn"]))
 
@@ -210,6 +226,7 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Event]] = {
     "call:incoming": _incoming,
     "call:state": _call_state,
     "server:draining": _draining,
+    "file:state": _file_state,
 }
 
 
@@ -440,6 +457,25 @@ class SignalingClient:
             payload["reason"] = reason
         ack = await self.request(f"call:{action}", payload)
         return str(ack.get("state", ""))
+
+    async def offer_file(self, room: str, file_id: str, name: str, size: int, *,
+                         mime: str = "application/octet-stream", to: str | None = None,
+                         sha256: str | None = None) -> dict[str, Any]:
+        """Offer a file to one participant (`to`) or everyone else in the room; returns its
+        state. The bytes go over a data channel (media.files) or the HTTP relay."""
+        payload: dict[str, Any] = {"room": room, "id": file_id, "name": name, "size": size,
+                                   "mime": mime, "to": to}
+        if sha256 is not None:
+            payload["sha256"] = sha256
+        return dict((await self.request("file:offer", payload))["transfer"])
+
+    async def file_action(self, action: str, file_id: str, **fields: Any) -> dict[str, Any]:
+        """`accept`, `reject`, `progress` (bytes=), `done` (sha256=) or `cancel` (reason=)."""
+        return await self.request(f"file:{action}", {"id": file_id, **fields})
+
+    async def watch_files(self, room: str) -> list[dict[str, Any]]:
+        """Follow every transfer of a room (FileState events); returns the current ones."""
+        return list((await self.request("file:subscribe", {"room": room}))["transfers"])
 
     # -- incoming ---------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -54,6 +55,10 @@ class Config:
     call_max_callees: int = 8
     push_url: str | None = None
     push_secret: str | None = field(default=None, repr=False)
+    file_max_bytes: int = 4 * 1024**3
+    file_relay_max_bytes: int = 1024**3
+    file_ttl: float = 3600.0
+    file_dir: Path = Path(tempfile.gettempdir()) / "mikoto-rtc-files"
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -62,7 +67,8 @@ class Config:
             raise ConfigError("room_max_participants must be at least 2")
         for name in ("max_sdp_bytes", "max_meta_bytes", "turn_ttl", "token_ttl", "resume_grace",
                      "ping_interval", "ping_timeout", "room_log_size", "dedup_window",
-                     "call_ring_timeout", "call_max_callees"):
+                     "call_ring_timeout", "call_max_callees", "file_max_bytes",
+                     "file_relay_max_bytes", "file_ttl"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.turn_urls and not self.turn_secret:

@@ -22,10 +22,12 @@ import socketio
 
 from .auth import verify_token
 from .calls import CallService, Notice
+from .coalesce import Coalescer
 from .config import Config
-from .errors import BadRequest, ErrorCode, RtcError, Unavailable
+from .errors import BadRequest, ErrorCode, Forbidden, NotFound, RtcError, Unavailable
+from .files import FileService, Transfer
 from .ice import ice_servers
-from .ids import ConnectionId, RoomId, SessionId
+from .ids import ConnectionId, ParticipantId, RoomId, SessionId
 from .protocol import (
     ClientEvent,
     ConnectionState,
@@ -35,10 +37,16 @@ from .protocol import (
     ok,
     parse_call,
     parse_decline,
+    parse_file_cancel,
+    parse_file_done,
+    parse_file_id,
+    parse_file_offer,
+    parse_file_progress,
     parse_invite,
     parse_join,
     parse_leave,
     parse_ping,
+    parse_room_only,
     parse_signal,
     parse_update,
     split_cid,
@@ -52,6 +60,7 @@ log = logging.getLogger(__name__)
 Ack = dict[str, Any]
 Handler = Callable[[Session, object], Awaitable[Ack]]
 REASON = socketio.AsyncServer.reason
+FILE_STATE_INTERVAL = 0.1  # at most 10 file:state per second per transfer
 
 
 def _channel(room: RoomId) -> str:
@@ -63,7 +72,7 @@ class SignalingEdge:
     """Registers the protocol's handlers on a python-socketio AsyncServer."""
 
     def __init__(self, sio: socketio.AsyncServer, config: Config, rooms: RoomService,
-                 push: PushHook) -> None:
+                 push: PushHook, files: FileService) -> None:
         assert config.secret is not None
         self._sio = sio
         self._config = config
@@ -73,6 +82,10 @@ class SignalingEdge:
         self.sessions = SessionService(config.resume_grace, config.dedup_window, self._expired)
         self.calls = CallService(config.call_ring_timeout, config.call_max_callees,
                                  lambda notices: self._spawn(self._deliver(notices)))
+        self.files = files
+        # Sessions following a room's transfers without being parties to them.
+        self._file_watchers: dict[RoomId, set[SessionId]] = {}
+        self._file_states = Coalescer(FILE_STATE_INTERVAL, self._send_file_state, self._spawn)
         self._draining = False
         self._all_gone: asyncio.Event | None = None  # set when draining and the last one left
         # Connections we dropped because their session moved to a newer one.
@@ -90,6 +103,14 @@ class SignalingEdge:
             ClientEvent.CALL_DECLINE: self._decline,
             ClientEvent.CALL_CANCEL: self._cancel,
             ClientEvent.CALL_HANGUP: self._hangup,
+            ClientEvent.FILE_OFFER: self._file_offer,
+            ClientEvent.FILE_ACCEPT: self._file_accept,
+            ClientEvent.FILE_REJECT: self._file_reject,
+            ClientEvent.FILE_PROGRESS: self._file_progress,
+            ClientEvent.FILE_DONE: self._file_done,
+            ClientEvent.FILE_CANCEL: self._file_cancel,
+            ClientEvent.FILE_SUBSCRIBE: self._file_subscribe,
+            ClientEvent.FILE_UNSUBSCRIBE: self._file_unsubscribe,
         }
         sio.on("connect", self._connect)
         sio.on("disconnect", self._disconnect)
@@ -195,6 +216,8 @@ class SignalingEdge:
         # One room at a time: each seq is assigned right before its emit is queued.
         for room in self._rooms.memberships(session.id):
             await self._emit_room(self._rooms.leave(session.id, room, reason))
+        for watchers in self._file_watchers.values():
+            watchers.discard(session.id)
         if not self.sessions.of_user(session.user):
             await self._deliver(self.calls.user_gone(session.user))
 
@@ -282,6 +305,9 @@ class SignalingEdge:
             session = self.sessions.get(who.session) if who is not None else None
             skip = session.connection if session is not None else None
         await self._sio.emit(event.name, event.payload, to=_channel(event.room), skip_sid=skip)
+        if event.name is ServerEvent.PARTICIPANT_LEFT:
+            for transfer in self.files.participant_left(event.payload["id"]):
+                await self.file_changed(transfer)
 
     async def _signal(self, session: Session, data: object) -> Ack:
         req = parse_signal(data, self._config.max_sdp_bytes)
@@ -365,6 +391,94 @@ class SignalingEdge:
                 if session is not None and session.connection is not None:
                     await self._sio.emit(notice.event, notice.payload, to=session.connection)
 
+    # -- files ------------------------------------------------------------------------
+
+    async def _file_offer(self, session: Session, data: object) -> Ack:
+        req = parse_file_offer(data, self.files.max_bytes)
+        if not session.identity.grants.publish:
+            raise Forbidden("token does not grant publish")
+        me = self._rooms.member(session.id, req.room)
+        if req.to is not None:
+            receivers = [self._rooms.route(session.id, req.room, req.to)[1]]
+        else:
+            room = self._rooms.room(req.room)
+            assert room is not None
+            receivers = [p for p in room.participants.values() if p.id != me.id]
+        transfer = self.files.offer(req, me, receivers)
+        await self.file_changed(transfer)
+        return ok(transfer=transfer.wire(time.monotonic()))
+
+    async def _file_accept(self, session: Session, data: object) -> Ack:
+        return await self._file_answer(session, data, accept=True)
+
+    async def _file_reject(self, session: Session, data: object) -> Ack:
+        return await self._file_answer(session, data, accept=False)
+
+    async def _file_answer(self, session: Session, data: object, *, accept: bool) -> Ack:
+        req = parse_file_id(data)
+        transfer = self.files.answer(self._party(session, req.id), req.id, accept)
+        await self.file_changed(transfer)
+        return ok(transfer=transfer.wire(time.monotonic()))
+
+    async def _file_progress(self, session: Session, data: object) -> Ack:
+        req = parse_file_progress(data)
+        transfer, recorded = self.files.progress(self._party(session, req.id), req.id, req.bytes)
+        await self.file_changed(transfer)
+        return ok(bytes=recorded)
+
+    async def _file_done(self, session: Session, data: object) -> Ack:
+        req = parse_file_done(data)
+        assert req.sha256 is not None
+        transfer = self.files.done(self._party(session, req.id), req.id, req.sha256)
+        await self.file_changed(transfer)
+        return ok(transfer=transfer.wire(time.monotonic()))
+
+    async def _file_cancel(self, session: Session, data: object) -> Ack:
+        req = parse_file_cancel(data)
+        transfer = self.files.cancel(self._party(session, req.id), req.id, req.reason)
+        await self.file_changed(transfer)
+        return ok(transfer=transfer.wire(time.monotonic()))
+
+    async def _file_subscribe(self, session: Session, data: object) -> Ack:
+        room = parse_room_only(data)
+        if not session.identity.grants.allows_room(room):
+            raise Forbidden(f"token does not grant room {room!r}")
+        self._file_watchers.setdefault(room, set()).add(session.id)
+        now = time.monotonic()
+        return ok(transfers=[t.wire(now) for t in self.files.of_room(room)])
+
+    async def _file_unsubscribe(self, session: Session, data: object) -> Ack:
+        room = parse_room_only(data)
+        watchers = self._file_watchers.get(room, set())
+        watchers.discard(session.id)
+        if not watchers:
+            self._file_watchers.pop(room, None)
+        return ok()
+
+    def _party(self, session: Session, transfer_id: str) -> ParticipantId:
+        """This session's participant in the transfer's room (NotFound when not there)."""
+        return self._rooms.member(session.id, self.files.get(transfer_id).room).id
+
+    async def file_changed(self, transfer: Transfer) -> None:
+        """Tell the parties and watchers, at most 10 times a second, finals at once."""
+        await self._file_states.changed(transfer.id, final=transfer.final)
+
+    async def _send_file_state(self, transfer_id: str) -> None:
+        try:
+            transfer = self.files.get(transfer_id)
+        except NotFound:
+            return
+        room = self._rooms.room(transfer.room)
+        sessions = set(self._file_watchers.get(transfer.room, ()))
+        if room is not None:
+            sessions.update(room.participants[p].session for p in transfer.parties()
+                            if p in room.participants)
+        payload = transfer.wire(time.monotonic())
+        for session_id in sessions:
+            session = self.sessions.get(session_id)
+            if session is not None and session.connection is not None:
+                await self._sio.emit(ServerEvent.FILE_STATE, payload, to=session.connection)
+
     # -- lifecycle ----------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -386,6 +500,7 @@ class SignalingEdge:
 
     async def aclose(self) -> None:
         self.calls.close()
+        self._file_states.close()
         await self.sessions.aclose()
         for task in list(self._tasks):
             task.cancel()

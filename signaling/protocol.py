@@ -33,6 +33,14 @@ class ClientEvent(StrEnum):
     CALL_DECLINE = "call:decline"
     CALL_CANCEL = "call:cancel"
     CALL_HANGUP = "call:hangup"
+    FILE_OFFER = "file:offer"
+    FILE_ACCEPT = "file:accept"
+    FILE_REJECT = "file:reject"
+    FILE_PROGRESS = "file:progress"
+    FILE_DONE = "file:done"
+    FILE_CANCEL = "file:cancel"
+    FILE_SUBSCRIBE = "file:subscribe"
+    FILE_UNSUBSCRIBE = "file:unsubscribe"
 
 
 class ServerEvent(StrEnum):
@@ -46,6 +54,7 @@ class ServerEvent(StrEnum):
     SERVER_DRAINING = "server:draining"
     CALL_INCOMING = "call:incoming"
     CALL_STATE = "call:state"
+    FILE_STATE = "file:state"
 
 
 class LeaveReason(StrEnum):
@@ -304,3 +313,100 @@ def ok(**result: Any) -> dict[str, Any]:
 
 def error(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "message": message}}
+
+
+# -- file transfers ----------------------------------------------------------------------
+
+FILE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MIME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,62}")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+MAX_FILE_NAME = 255
+_BAD_NAME_CHARS = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class FileOffer:
+    room: RoomId
+    to: ParticipantId | None
+    id: str
+    name: str
+    size: int
+    mime: str
+    sha256: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FileRequest:
+    id: str
+    bytes: int = 0
+    sha256: str | None = None
+    reason: str | None = None
+
+
+_OFFER_FIELDS = frozenset({"room", "to", "id", "name", "size", "mime", "sha256"})
+
+
+def _file_id(value: object) -> str:
+    if not isinstance(value, str) or not FILE_ID_RE.fullmatch(value):
+        raise BadRequest("id must be 1-64 characters of A-Z a-z 0-9 _ -")
+    return value
+
+
+def _sha256(value: object) -> str:
+    if not isinstance(value, str) or not SHA256_RE.fullmatch(value):
+        raise BadRequest("sha256 must be 64 lowercase hex digits")
+    return value
+
+
+def _int(value: object, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise BadRequest(f"{name} must be a non-negative integer")
+    return value
+
+
+def parse_file_offer(data: object, max_bytes: int) -> FileOffer:
+    obj = _object(data, _OFFER_FIELDS)
+    room = _room(obj)
+    to = obj.get("to")
+    if to is not None and (not isinstance(to, str) or not 0 < len(to) <= MAX_ID_LEN):
+        raise BadRequest("to must be a participant id or null")
+    name = obj.get("name")
+    if (not isinstance(name, str) or not 0 < len(name) <= MAX_FILE_NAME
+            or _BAD_NAME_CHARS.search(name) or name in (".", "..")):
+        raise BadRequest("name must be 1-255 characters without / \\ or control characters")
+    size = _int(obj.get("size"), "size")
+    if size > max_bytes:
+        raise BadRequest(f"size exceeds {max_bytes} bytes")
+    mime = obj.get("mime")
+    if not isinstance(mime, str) or not MIME_RE.fullmatch(mime):
+        raise BadRequest("mime must be type/subtype")
+    sha = obj.get("sha256")
+    return FileOffer(room=room, to=ParticipantId(to) if to else None, id=_file_id(obj.get("id")),
+                     name=name, size=size, mime=mime,
+                     sha256=_sha256(sha) if sha is not None else None)
+
+
+def parse_file_id(data: object) -> FileRequest:
+    return FileRequest(id=_file_id(_object(data, frozenset({"id"})).get("id")))
+
+
+def parse_file_progress(data: object) -> FileRequest:
+    obj = _object(data, frozenset({"id", "bytes"}))
+    return FileRequest(id=_file_id(obj.get("id")), bytes=_int(obj.get("bytes"), "bytes"))
+
+
+def parse_file_done(data: object) -> FileRequest:
+    obj = _object(data, frozenset({"id", "sha256"}))
+    return FileRequest(id=_file_id(obj.get("id")), sha256=_sha256(obj.get("sha256")))
+
+
+def parse_file_cancel(data: object) -> FileRequest:
+    obj = _object(data, frozenset({"id", "reason"}))
+    reason = obj.get("reason")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_LEN):
+        raise BadRequest(f"reason must be a string of at most {MAX_REASON_LEN} characters")
+    return FileRequest(id=_file_id(obj.get("id")), reason=reason)
+
+
+def parse_room_only(data: object) -> RoomId:
+    return _room(_object(data, _ROOM_FIELDS))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -51,8 +52,8 @@ NodeFactory = Callable[..., Awaitable[Node]]
 
 
 @pytest.fixture
-def base_config() -> Config:
-    return Config(secret=TEST_SECRET, shutdown_timeout=0.5)
+def base_config(tmp_path: Path) -> Config:
+    return Config(secret=TEST_SECRET, shutdown_timeout=0.5, file_dir=tmp_path / "relay-files")
 
 
 @pytest.fixture

@@ -1,0 +1,148 @@
+"""The HTTP relay for files that cannot go peer to peer: upload, download, expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from .auth import Identity, verify_token
+from .errors import ErrorCode, Forbidden, NotFound, RtcError
+from .files import FileService, Transfer, TransferState
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256 * 1024
+REPORT_EVERY = 0.1  # seconds between progress reports while uploading
+
+
+class FileRelay:
+    """Stores relayed files under `root` for `ttl` seconds; owned by the app's lifecycle."""
+
+    def __init__(self, root: Path, max_bytes: int, ttl: float, secret: str, files: FileService,
+                 changed: Callable[[Transfer], Awaitable[None]]) -> None:
+        self._root = root
+        self._max = max_bytes
+        self._ttl = ttl
+        self._secret = secret
+        self._files = files
+        self._changed = changed
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_put("/api/files/{id}", self.upload)
+        app.router.add_get("/api/files/{id}", self.download)
+        app.cleanup_ctx.append(self._lifecycle)
+
+    async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="file-relay-sweeper")
+        yield
+        self._sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._sweeper
+
+    def _identity(self, request: web.Request) -> Identity:
+        header = request.headers.get("Authorization", "")
+        token = header[7:] if header.startswith("Bearer ") else request.query.get("token")
+        return verify_token(self._secret, token)
+
+    async def upload(self, request: web.Request) -> web.StreamResponse:
+        try:
+            who = self._identity(request)
+            transfer = self._files.get(request.match_info["id"])
+            if transfer.sender_user != who.user:
+                raise Forbidden("only the sender uploads")
+            if transfer.final or transfer.relay_done:
+                raise Forbidden(f"transfer is {transfer.state.value}")
+        except RtcError as exc:
+            return _error(exc)
+        limit = min(self._max, transfer.offer.size)
+        if request.content_length is not None and request.content_length > limit:
+            return _error_status(413, ErrorCode.BAD_REQUEST, f"larger than {limit} bytes")
+        path = self._root / transfer.id
+        received, reported = 0, 0.0
+        try:
+            with path.open("wb") as out:
+                async for chunk in request.content.iter_chunked(CHUNK):
+                    received += len(chunk)
+                    if received > limit:
+                        return _error_status(413, ErrorCode.BAD_REQUEST,
+                                             f"larger than {limit} bytes")
+                    await asyncio.to_thread(out.write, chunk)
+                    if time.monotonic() - reported >= REPORT_EVERY:
+                        reported = time.monotonic()
+                        self._files.relay_progress(transfer, received)
+                        await self._changed(transfer)
+        finally:
+            if received > limit or transfer.final:
+                path.unlink(missing_ok=True)
+        if received != transfer.offer.size:
+            path.unlink(missing_ok=True)
+            return _error_status(400, ErrorCode.BAD_REQUEST,
+                                 f"got {received} of {transfer.offer.size} bytes")
+        transfer.relay_path = path
+        transfer.relay_done = True
+        self._files.relay_progress(transfer, received)
+        await self._changed(transfer)
+        log.info("relayed file %s (%d bytes) for room %s", transfer.id, received, transfer.room)
+        return web.json_response({"ok": True, "bytes": received})
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        try:
+            who = self._identity(request)
+            transfer = self._files.get(request.match_info["id"])
+            if not any(r.user == who.user for r in transfer.receivers.values()):
+                raise Forbidden("only a receiver downloads")
+            path = transfer.relay_path
+            if not transfer.relay_done or path is None or not path.exists():
+                raise NotFound("the file is not on the relay")
+        except RtcError as exc:
+            return _error(exc)
+        return web.FileResponse(path, headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": f'attachment; filename="{_ascii(transfer.offer.name)}"',
+        })
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(min(self._ttl, 60.0))
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Delete relayed files past their TTL, and those of cancelled or failed transfers."""
+        now = time.time()
+        for path in self._root.iterdir():
+            try:
+                transfer = self._files.get(path.name)
+            except NotFound:
+                transfer = None
+            gone = transfer is None or transfer.state in (TransferState.CANCELLED,
+                                                          TransferState.FAILED)
+            if gone or now - path.stat().st_mtime > self._ttl:
+                path.unlink(missing_ok=True)
+                if transfer is not None:
+                    transfer.relay_done = False
+                    transfer.relay_path = None
+
+
+def _ascii(name: str) -> str:
+    return "".join(c if c.isascii() and c.isprintable() and c != '"' else "_" for c in name)
+
+
+_STATUS = {ErrorCode.UNAUTHORIZED: 401, ErrorCode.FORBIDDEN: 403, ErrorCode.NOT_FOUND: 404,
+           ErrorCode.BAD_REQUEST: 400, ErrorCode.CONFLICT: 409}
+
+
+def _error(exc: RtcError) -> web.Response:
+    return _error_status(_STATUS.get(exc.code, 500), exc.code, exc.message)
+
+
+def _error_status(status: int, code: ErrorCode, message: str) -> web.Response:
+    return web.json_response({"ok": False, "error": {"code": code.value, "message": message}},
+                             status=status)
