@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 ROOMS = web.AppKey("rooms", RoomService)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 EDGE = web.AppKey("edge", SignalingEdge)
+RELAY = web.AppKey("relay", FileRelay)
 
 # engine.io's own frame cap: an SDP at the cap plus JSON framing must fit.
 PACKET_OVERHEAD = 16 * 1024
@@ -47,8 +48,9 @@ def create_app(config: Config) -> web.Application:
     app[SIO] = sio
     files = FileService(config.file_max_bytes, keep=config.file_ttl)
     edge = app[EDGE] = SignalingEdge(sio, config, rooms, push, files)
-    FileRelay(config.file_dir, config.file_relay_max_bytes, config.file_ttl, config.secret,
-              files, edge.file_changed).add_routes(app)
+    relay = app[RELAY] = FileRelay(config.file_dir, config.file_relay_max_bytes,
+                                   config.file_ttl, config.secret, files, edge.file_changed)
+    relay.add_routes(app)
     add_routes(app, config)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_drain)
