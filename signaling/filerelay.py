@@ -12,7 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .auth import Identity, verify_token
-from .errors import ErrorCode, Forbidden, NotFound, RtcError
+from .errors import Conflict, ErrorCode, Forbidden, NotFound, RtcError
 from .files import FileService, Transfer, TransferState
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ class FileRelay:
         self._files = files
         self._changed = changed
         self._sweeper: asyncio.Task[None] | None = None
+        self._uploading: set[str] = set()
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_put("/api/files/{id}", self.upload)
@@ -60,8 +61,17 @@ class FileRelay:
                 raise Forbidden("only the sender uploads")
             if transfer.final or transfer.relay_done:
                 raise Forbidden(f"transfer is {transfer.state.value}")
+            if transfer.id in self._uploading:
+                raise Conflict("an upload of this transfer is under way")
         except RtcError as exc:
             return _error(exc)
+        self._uploading.add(transfer.id)
+        try:
+            return await self._receive(request, transfer)
+        finally:
+            self._uploading.discard(transfer.id)
+
+    async def _receive(self, request: web.Request, transfer: Transfer) -> web.StreamResponse:
         limit = min(self._max, transfer.offer.size)
         if request.content_length is not None and request.content_length > limit:
             return _error_status(413, ErrorCode.BAD_REQUEST, f"larger than {limit} bytes")
