@@ -11,6 +11,7 @@ from typing import Any, Final, Literal
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
+    RTCDataChannel,
     RTCIceCandidate,
     RTCPeerConnection,
     RTCSessionDescription,
@@ -29,6 +30,13 @@ log = logging.getLogger(__name__)
 # Sends one signal to the remote participant: keyword arguments of
 # SignalingClient.signal, {"description": {type, sdp}} or {"candidate": ... | None}.
 SendSignal = Callable[[dict[str, Any]], Awaitable[None]]
+# Told about each data channel the remote participant opens.
+OnDataChannel = Callable[["PeerLink", RTCDataChannel], None]
+
+# The data channel an offering link creates before its first offer, so that the SDP
+# carries the SCTP application m-line: aiortc cannot renegotiate, and without that
+# m-line no data channel could ever open. Later channels then open in-band (DCEP).
+CONTROL_CHANNEL: Final = "ctl"
 
 _MAKE_OFFER: Final = "make-offer"
 _Command = SignalReceived | Literal["make-offer"]
@@ -66,6 +74,12 @@ class PeerLink:
     only while the old connection never had an answer, which holds for
     `HeadlessPeer`: it offers once per link, before any media flowed.
 
+    Data channels: as the offerer, each peer connection creates the `CONTROL_CHANNEL`
+    before its offer, so the session has SCTP and `create_data_channel` works later
+    without renegotiation. As the answerer that holds only when the remote offer had an
+    application m-line (the SDKs create a channel before their first offer too).
+    Channels the remote opens go to `on_data_channel`.
+
     aiortc has no trickle ICE: its descriptions already carry every candidate, so
     after each one we only send end-of-candidates (`candidate: null`). Remote
     candidates are applied as they come (kept until a remote description exists);
@@ -73,8 +87,10 @@ class PeerLink:
     """
 
     def __init__(self, remote: ParticipantId, *, polite: bool, configuration: RTCConfiguration,
-                 media: SyntheticMedia, send: SendSignal) -> None:
+                 media: SyntheticMedia, send: SendSignal,
+                 on_data_channel: OnDataChannel | None = None) -> None:
         self.remote = remote
+        self.on_data_channel = on_data_channel
         self.polite = polite
         self._configuration = configuration
         self._media = media
@@ -124,6 +140,19 @@ class PeerLink:
             video_size=sizes[-1] if sizes else None,
             connections=self._connections,
         )
+
+    @property
+    def usable(self) -> bool:
+        """A connected peer connection with SCTP: `create_data_channel` can open one now."""
+        pc = self._pc
+        return (not self._closing and pc is not None and pc.connectionState == "connected"
+                and pc.sctp is not None)
+
+    def create_data_channel(self, label: str) -> RTCDataChannel:
+        """An ordered, reliable channel on the current peer connection (see `usable`)."""
+        if self._closing or self._pc is None:
+            raise RuntimeError(f"no peer connection to {self.remote}")
+        return self._pc.createDataChannel(label)
 
     @property
     def sinks(self) -> tuple[FrameCounter, ...]:
@@ -177,7 +206,7 @@ class PeerLink:
                 log.exception("negotiation with %s failed", self.remote)
 
     async def _make_offer(self) -> None:
-        pc = self._pc if self._pc is not None else self._new_pc()
+        pc = self._pc if self._pc is not None else self._new_pc(offerer=True)
         if pc.signalingState != "stable":
             return
         await pc.setLocalDescription(await pc.createOffer())
@@ -255,13 +284,16 @@ class PeerLink:
 
     # -- the peer connection ---------------------------------------------------------
 
-    def _new_pc(self) -> RTCPeerConnection:
+    def _new_pc(self, *, offerer: bool = False) -> RTCPeerConnection:
         pc = RTCPeerConnection(self._configuration)
         self._connections += 1
         self._sources = list(self._media.tracks())
         for track in self._sources:
             pc.addTrack(track)
+        if offerer:
+            pc.createDataChannel(CONTROL_CHANNEL)
         pc.on("track", self._on_track)
+        pc.on("datachannel", self._on_data_channel)
         pc.on("connectionstatechange", lambda: self._on_state(pc))
         self._pc = pc
         return pc
@@ -281,6 +313,10 @@ class PeerLink:
         sink = FrameCounter(track)
         self._sinks.append(sink)
         sink.start()
+
+    def _on_data_channel(self, channel: RTCDataChannel) -> None:
+        if self.on_data_channel is not None and not self._closing:
+            self.on_data_channel(self, channel)
 
     def _on_state(self, pc: RTCPeerConnection) -> None:
         log.debug("connection to %s: %s", self.remote, pc.connectionState)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from aiortc import RTCConfiguration
+from aiortc import RTCConfiguration, RTCDataChannel
 
 from signaling.client import (
     Disconnected,
     Event,
+    FileState,
     JoinedRoom,
     ParticipantJoined,
     ParticipantLeft,
@@ -23,6 +25,7 @@ from signaling.client import (
 )
 from signaling.ids import ParticipantId, RoomId
 
+from .files import AcceptPolicy, FileTransfers, OutgoingFile
 from .ice import rtc_configuration
 from .link import LinkStats, PeerLink, SendSignal
 from .taskutil import cancel_and_wait
@@ -54,9 +57,12 @@ class HeadlessPeer:
 
     def __init__(self, client: SignalingClient, *, media: SyntheticMedia | None = None,
                  ice_servers: Sequence[Mapping[str, Any]] | None = None,
-                 relay_only: bool = False) -> None:
+                 relay_only: bool = False, accept_files: bool | AcceptPolicy | None = None,
+                 file_dir: Path | None = None) -> None:
         """`ice_servers` replaces the join ack's list (same wire shape); `relay_only`
-        restricts ICE to TURN relay candidates."""
+        restricts ICE to TURN relay candidates. `accept_files` (True, or a callback given
+        the `offered` FileState) accepts files offered to this peer, kept in memory or
+        written to `file_dir`; see `files` and `send_file`."""
         self._client = client
         self._media = media if media is not None else SyntheticMedia()
         self._ice_override = ice_servers
@@ -76,6 +82,8 @@ class HeadlessPeer:
         self._in_room = False
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
+        # Peer-to-peer file transfers (media.files), over data channels of the links.
+        self.files = FileTransfers(client, self, accept=accept_files, directory=file_dir)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -127,9 +135,18 @@ class HeadlessPeer:
                     await self._client.leave(self._joined.room)
                 except RequestError as exc:
                     log.info("leaving %s: %s", self._joined.room, exc)
+            await self.files.close()
             await self._close_links()
         except Exception:
             log.exception("closing the peer failed")
+
+    def send_file(self, to: str, source: bytes | str | Path, *, name: str,
+                  mime: str = "application/octet-stream",
+                  file_id: str | None = None) -> OutgoingFile:
+        """Offer a file (bytes or a path) to participant `to` and send it over a data
+        channel once accepted; `await result.wait()` for the final file:state."""
+        self._require_joined()
+        return self.files.send(to, source, name=name, mime=mime, file_id=file_id)
 
     # -- what tests and tools look at ------------------------------------------------
 
@@ -201,6 +218,8 @@ class HeadlessPeer:
             # keeps the room and every link: media goes on over the same connections.)
             self._in_room = False
             await self._close_links()
+        elif isinstance(event, FileState):
+            self.files.handle(event)
         elif not isinstance(event, _ROOM_SCOPED) or event.room != room:
             return
         elif isinstance(event, SignalReceived):
@@ -229,9 +248,13 @@ class HeadlessPeer:
     def _open_link(self, remote: ParticipantId, polite: bool) -> PeerLink:
         assert self._configuration is not None
         link = PeerLink(remote, polite=polite, configuration=self._configuration,
-                        media=self._media, send=self._sender(remote))
+                        media=self._media, send=self._sender(remote),
+                        on_data_channel=self._on_data_channel)
         self._links[remote] = link
         return link
+
+    def _on_data_channel(self, link: PeerLink, channel: RTCDataChannel) -> None:
+        self.files.on_data_channel(link, channel)
 
     def _sender(self, remote: ParticipantId) -> SendSignal:
         async def send(message: dict[str, Any]) -> None:
