@@ -9,6 +9,7 @@ import {
   type ParticipantState,
   type RemoteParticipant,
 } from '../sdk';
+import { FilePanel, findFileUi } from './files';
 import { openLocalMedia, openScreen, stopStream } from './media';
 import type { DemoParams } from './params';
 import { TileGrid } from './tiles';
@@ -126,6 +127,8 @@ export class DemoApp {
   readonly events: DemoEvent[] = [];
 
   private readonly tiles: TileGrid;
+  /** The room's file transfers: drop zone, picker, one row per transfer. */
+  readonly files: FilePanel;
   private screenTrack: MediaStreamTrack | null = null;
   private speaking: SpeakingDetector | null = null;
   private busy = false;
@@ -138,6 +141,11 @@ export class DemoApp {
     ui.selfUser.textContent = this.userId;
     this.tiles = new TileGrid(ui.tiles, () => {
       ui.enableSound.hidden = false;
+    });
+    this.files = new FilePanel(findFileUi(), {
+      autoaccept: params.autoaccept,
+      log: (type, detail) => this.log(type, detail),
+      onError: (err) => this.showError(err),
     });
     ui.roomInput.value = params.room ?? '';
     ui.nameInput.value = params.name ?? sessionStorage.getItem(NAME_KEY) ?? '';
@@ -244,6 +252,7 @@ export class DemoApp {
       const room = new Room(client, { iceTransportPolicy: ui.relayInput.checked ? 'relay' : 'all' });
       this.room = room;
       this.wire(room);
+      this.files.attach(room);
 
       const local = this.tiles.ensure(LOCAL, { id: '', name: `${name} (you)`, local: true });
       local.setStream(this.outgoing);
@@ -281,6 +290,7 @@ export class DemoApp {
   async teardown(): Promise<void> {
     const room = this.room;
     this.room = null;
+    this.files.detach();
     this.speaking?.close();
     this.speaking = null;
     if (room) await room.close().catch(() => undefined);

@@ -1,5 +1,31 @@
-import type { CallStateEvent, ConnectionState, ParticipantState, PresenceState, Room, SignalingClient } from '../sdk';
+import {
+  IncomingTransfer,
+  sha256Hex,
+  type CallStateEvent,
+  type ConnectionState,
+  type FileTransfer,
+  type ParticipantState,
+  type PresenceState,
+  type Room,
+  type SignalingClient,
+} from '../sdk';
 import type { DemoApp, DemoEvent } from './app';
+import { pseudoRandomBytes, type FileRecord } from './files';
+
+/** What `sendFile` sends: bytes, a blob, or `{random: size, seed}` pseudo-random bytes made in the page. */
+export type FileData = Uint8Array | ArrayBuffer | Blob | number[] | { random: number; seed?: number };
+
+export interface SendFileHookOptions {
+  /** Upload through the node's relay. */
+  relay?: boolean;
+  /** A participant id; default: everyone else. */
+  to?: string | null;
+  mime?: string;
+  /** Fall back to the relay when no peer-to-peer path is up within this time. */
+  p2pTimeoutMs?: number;
+  /** Close the transfer's data channel once this many bytes were sent (tests of resume). */
+  interruptAt?: number;
+}
 
 /** Per remote participant: what a test needs to tell that media flows. */
 export interface PeerStats {
@@ -51,6 +77,20 @@ export interface MikotoDemo {
   restartIce(participantId?: string): void;
   /** One `ping` round trip, ms. */
   ping(): Promise<number>;
+  /** The last state seen per file transfer id (both directions). */
+  readonly files: Readonly<Record<string, FileRecord>>;
+  /** Send a file named `name` to the room; resolves with its id and SHA-256 once offered. */
+  sendFile(name: string, data: FileData, options?: SendFileHookOptions): Promise<{ id: string; sha256: string | null }>;
+  /** The SHA-256 (hex) of the bytes received for transfer `id`, hashed again here; null until they are all here. */
+  received(id: string): Promise<string | null>;
+  /** Close the data channel(s) of transfer `id` as a lost connection would; false if unknown. */
+  interruptTransfer(id: string): boolean;
+  /** Make this page's `file:` data channels fail to open (the sender then falls back to the relay). */
+  failP2P(on?: boolean): void;
+  /** The SDK's transfer handle. */
+  transfer(id: string): FileTransfer | undefined;
+  /** Deterministic pseudo-random bytes (see `pseudoRandomBytes`). */
+  randomBytes(size: number, seed?: number): Uint8Array;
 }
 
 declare global {
@@ -113,6 +153,43 @@ export function installHooks(app: DemoApp): MikotoDemo {
       if (!client) throw new Error('not connected');
       return client.ping();
     },
+    get files() {
+      return app.files.records;
+    },
+    sendFile: async (name, data, options = {}) => {
+      const blob = toBlob(data, options.mime);
+      const transfer = await app.files.send(new File([blob], name, { type: blob.type }), {
+        ...(options.relay !== undefined ? { relay: options.relay } : {}),
+        ...(options.to !== undefined ? { to: options.to } : {}),
+        ...(options.mime !== undefined ? { mime: options.mime } : {}),
+        ...(options.p2pTimeoutMs !== undefined ? { p2pTimeoutMs: options.p2pTimeoutMs } : {}),
+      });
+      const at = options.interruptAt;
+      if (at !== undefined) {
+        const timer = setInterval(() => {
+          if (transfer.final) clearInterval(timer);
+          else if (transfer.bytesSent >= at) {
+            clearInterval(timer);
+            transfer.interrupt();
+          }
+        }, 5);
+      }
+      return { id: transfer.id, sha256: transfer.sha256 };
+    },
+    received: async (id) => {
+      const transfer = app.files.transfer(id);
+      if (!(transfer instanceof IncomingTransfer) || !transfer.blob) return null;
+      return sha256Hex(transfer.blob);
+    },
+    interruptTransfer: (id) => {
+      const transfer = app.files.transfer(id);
+      if (!transfer) return false;
+      transfer.interrupt();
+      return true;
+    },
+    failP2P: (on = true) => app.files.failP2P(on),
+    transfer: (id) => app.files.transfer(id),
+    randomBytes: (size, seed) => pseudoRandomBytes(size, seed),
   };
   window.mikotoDemo = hooks;
   return hooks;
@@ -139,4 +216,12 @@ export async function peerStats(pc: RTCPeerConnection): Promise<PeerStats> {
     }
   });
   return result;
+}
+
+function toBlob(data: FileData, mime = 'application/octet-stream'): Blob {
+  if (data instanceof Blob) return data;
+  if (data instanceof ArrayBuffer) return new Blob([data], { type: mime });
+  if (data instanceof Uint8Array) return new Blob([new Uint8Array(data)], { type: mime });
+  if (Array.isArray(data)) return new Blob([new Uint8Array(data)], { type: mime });
+  return new Blob([pseudoRandomBytes(data.random, data.seed ?? 1)], { type: mime });
 }

@@ -14,6 +14,8 @@ export interface DemoParams {
   audio: boolean;
   video: boolean;
   speaking: boolean;
+  /** Accept every file offered to us at once. */
+  autoaccept: boolean;
 }
 
 export function readParams(search: string = window.location.search): DemoParams {
@@ -35,5 +37,6 @@ export function readParams(search: string = window.location.search): DemoParams 
     audio: media && flag('audio', true),
     video: media && flag('video', true),
     speaking: flag('speaking', false),
+    autoaccept: flag('autoaccept', false),
   };
 }

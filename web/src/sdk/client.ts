@@ -2,6 +2,7 @@ import { io, type ManagerOptions, type Socket, type SocketOptions } from 'socket
 import { Calls } from './calls';
 import { RtcError } from './errors';
 import { Emitter } from './events';
+import { FileStates } from './files';
 import { consoleLogger, type Logger } from './log';
 import {
   ROOM_EVENT_NAMES,
@@ -153,6 +154,7 @@ export class SignalingClient extends Emitter<ClientEvents> {
   private notBefore = 0;
   private _rtt: number | null = null;
   private _calls: Calls | null = null;
+  private _files: FileStates | null = null;
   private readonly onOnline = (): void => this.reconnectNow();
 
   constructor(private readonly options: ClientOptions) {
@@ -208,6 +210,23 @@ export class SignalingClient extends Emitter<ClientEvents> {
   /** Ringing: invite users, accept, decline, cancel, hang up (protocol.md, "Calls"). */
   get calls(): Calls {
     return (this._calls ??= new Calls(this));
+  }
+
+  /** File transfer states (`file:state`) and observer subscriptions (protocol.md, "File transfers"). */
+  get files(): FileStates {
+    return (this._files ??= new FileStates(this));
+  }
+
+  /** A token for HTTP calls to the node (the file relay): the string, or a fresh one from the token function. */
+  async token(): Promise<string> {
+    const { token } = this.options;
+    return typeof token === 'function' ? await token() : token;
+  }
+
+  /** The absolute URL of `path` (e.g. `/api/files/ID`) on the node: the `url` option's origin, or the page's. */
+  httpUrl(path: string): string {
+    const base = this.options.url ?? (typeof window !== 'undefined' ? window.location.href : 'http://localhost/');
+    return new URL(path, base).toString();
   }
 
   /**
@@ -333,6 +352,7 @@ export class SignalingClient extends Emitter<ClientEvents> {
       }
     }
     this._calls?.dispose();
+    this._files?.dispose();
     this.removeAllListeners();
   }
 

@@ -16,6 +16,34 @@ export { Calls } from './calls';
 export type { Call, CallDirection, CallsEvents } from './calls';
 export { RtcError, isRtcError, isServerErrorCode } from './errors';
 export { Emitter } from './events';
+export {
+  DEFAULT_P2P_TIMEOUT_MS,
+  FILE_BUFFER_HIGH_BYTES,
+  FILE_CHANNEL_PREFIX,
+  FILE_CHUNK_BYTES,
+  FILE_PROGRESS_INTERVAL_MS,
+  FileStates,
+  FileTransfer,
+  IncomingTransfer,
+  OutgoingTransfer,
+  RoomFiles,
+  isFinalFileState,
+  mergeFileState,
+  randomFileId,
+  safeFileName,
+  safeMime,
+} from './files';
+export type {
+  ChannelRun,
+  FileDirection,
+  FileLocalState,
+  FileProgress,
+  FileStatesEvents,
+  FileTransferEvents,
+  RoomFilesEvents,
+  SendFileOptions,
+} from './files';
+export { Sha256, sha256Hex } from './sha256';
 export type { Listener, Unsubscribe } from './events';
 export { consoleLogger } from './log';
 export type { Logger } from './log';

@@ -37,6 +37,8 @@ export interface PeerEvents {
   connectionstatechange: { state: PeerConnectionState };
   /** An ICE restart was started here (`local`) or asked for by the remote side (`remote`). */
   icerestart: { origin: 'local' | 'remote'; reason: string };
+  /** The remote side opened a data channel. */
+  datachannel: { channel: RTCDataChannel };
 }
 
 /** Automatic ICE restarts (on `disconnected` / `failed`) are at least this far apart. */
@@ -86,6 +88,9 @@ export class Peer extends Emitter<PeerEvents> {
     this.pc.onnegotiationneeded = () => void this.negotiate();
     this.pc.onicecandidate = ({ candidate }) => this.sendCandidate(candidate);
     this.pc.ontrack = ({ track }) => this.addRemoteTrack(track);
+    this.pc.ondatachannel = ({ channel }) => {
+      if (!this._closed) this.emit('datachannel', { channel });
+    };
     this.pc.onconnectionstatechange = () => {
       if (this._closed) return;
       this.emit('connectionstatechange', { state: this.pc.connectionState });
@@ -192,6 +197,15 @@ export class Peer extends Emitter<PeerEvents> {
     }
   }
 
+  /**
+   * Open a data channel toward the remote side. The first one adds an SCTP
+   * section to the session, which renegotiates (perfect negotiation as usual).
+   */
+  createDataChannel(label: string, init: RTCDataChannelInit = {}): RTCDataChannel {
+    if (this._closed) throw new Error(`peer ${this.id} is closed`);
+    return this.pc.createDataChannel(label, init);
+  }
+
   /** Apply a signal from the remote side; signals are applied in arrival order. */
   handleSignal(message: PeerMessage): Promise<void> {
     this.incoming = this.incoming
@@ -208,6 +222,7 @@ export class Peer extends Emitter<PeerEvents> {
     pc.onnegotiationneeded = null;
     pc.onicecandidate = null;
     pc.ontrack = null;
+    pc.ondatachannel = null;
     pc.onconnectionstatechange = null;
     pc.oniceconnectionstatechange = null;
     if (this.restartTimer !== null) clearTimeout(this.restartTimer);

@@ -1,6 +1,7 @@
 import type { ConnectionStateChange, SignalingClient } from './client';
 import { RtcError } from './errors';
 import { Emitter, type Unsubscribe } from './events';
+import { RoomFiles } from './files';
 import { consoleLogger, type Logger } from './log';
 import { Peer, type PeerConnectionState, type PeerMessage, type PeerRole } from './peer';
 import {
@@ -104,6 +105,8 @@ export interface RoomEvents {
   'local:state': { state: Readonly<ParticipantState> };
   /** The signaling connection's state changed (mirrors the client's `state` event). */
   'connection:state': ConnectionStateChange;
+  /** A participant opened a data channel toward us (file transfers use labels `file:<id>`). */
+  datachannel: { participantId: ParticipantId; channel: RTCDataChannel };
 }
 
 interface MutableParticipant {
@@ -144,6 +147,7 @@ export class Room extends Emitter<RoomEvents> {
   private buffered: Buffered[] = [];
   private joining: Promise<unknown> | null = null;
   private _selfConnection: PresenceState = 'connected';
+  private _files: RoomFiles | null = null;
   private readonly onOnline = (): void => {
     if (this._state === 'joined') this.restartIce(undefined, 'network online');
   };
@@ -216,6 +220,21 @@ export class Room extends Emitter<RoomEvents> {
     for (const peer of peers) peer?.restartIce(reason);
   }
 
+  /**
+   * Open a data channel toward one participant (null when there is no peer
+   * connection toward them). Throws what `createDataChannel` throws.
+   */
+  createDataChannel(participantId: ParticipantId, label: string, init?: RTCDataChannelInit): RTCDataChannel | null {
+    const peer = this.peersById.get(participantId);
+    if (!peer || peer.closed) return null;
+    return peer.createDataChannel(label, init);
+  }
+
+  /** File transfers in this room: `files.send(file)`, incoming offers (protocol.md, "File transfers"). */
+  get files(): RoomFiles {
+    return (this._files ??= new RoomFiles(this, this.logger));
+  }
+
   /** Every peer connection, by participant id (a snapshot). */
   peerConnections(): Map<ParticipantId, RTCPeerConnection> {
     return new Map([...this.peersById].map(([id, peer]) => [id, peer.pc]));
@@ -269,6 +288,7 @@ export class Room extends Emitter<RoomEvents> {
     if (this._state === 'closed') return;
     await this.leave();
     for (const unsubscribe of this.unsubscribes) unsubscribe();
+    this._files?.dispose();
     this.setState('closed');
     this.removeAllListeners();
   }
@@ -637,6 +657,9 @@ export class Room extends Emitter<RoomEvents> {
     });
     peer.on('icerestart', ({ origin, reason }) => {
       this.emit('peer:icerestart', { participantId: id, origin, reason });
+    });
+    peer.on('datachannel', ({ channel }) => {
+      this.emit('datachannel', { participantId: id, channel });
     });
     // Tracks go in before any description, so the answerer's tracks ride on its first answer.
     void peer.setLocalTracks(this.localStream);

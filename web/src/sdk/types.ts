@@ -182,6 +182,14 @@ export interface Requests {
   'call:decline': [CallDeclineRequest, CallActionResult];
   'call:cancel': [CallIdRequest, CallActionResult];
   'call:hangup': [CallIdRequest, CallActionResult];
+  'file:offer': [FileOfferRequest, FileTransferResult];
+  'file:accept': [FileIdRequest, FileTransferResult];
+  'file:reject': [FileIdRequest, FileTransferResult];
+  'file:progress': [FileProgressRequest, FileProgressResult];
+  'file:done': [FileDoneRequest, FileTransferResult];
+  'file:cancel': [FileCancelRequest, FileTransferResult];
+  'file:subscribe': [FileRoomRequest, FileSubscribeResult];
+  'file:unsubscribe': [FileRoomRequest, object];
 }
 export type RequestName = keyof Requests;
 
@@ -272,6 +280,92 @@ export interface CallStateEvent {
   reason?: string;
 }
 
+// ---- file transfers (protocol.md, "File transfers") ----
+
+/** A transfer's overall state; final: `done`, `cancelled`, `failed`. */
+export type FileTransferState = 'offered' | 'accepted' | 'transferring' | 'done' | 'cancelled' | 'failed';
+/** One receiver's state within a transfer. */
+export type FileReceiverState = FileTransferState | 'rejected';
+export const FINAL_FILE_STATES: readonly FileTransferState[] = ['done', 'cancelled', 'failed'];
+
+export interface FileOfferRequest {
+  room: RoomName;
+  /** A participant id of the room; null or absent: every other participant. */
+  to?: ParticipantId | null;
+  /** Chosen by the sender: 1–64 of `A–Z a–z 0–9 _ -`, unique on the node. */
+  id: string;
+  name: string;
+  size: number;
+  /** `type/subtype`. */
+  mime: string;
+  /** 64 lowercase hex digits. */
+  sha256?: string;
+}
+
+export interface FileIdRequest {
+  id: string;
+}
+
+export interface FileProgressRequest {
+  id: string;
+  bytes: number;
+}
+
+export interface FileProgressResult {
+  /** The progress now recorded for the requesting party. */
+  bytes: number;
+}
+
+export interface FileDoneRequest {
+  id: string;
+  sha256: string;
+}
+
+export interface FileCancelRequest {
+  id: string;
+  reason?: string;
+}
+
+export interface FileRoomRequest {
+  room: RoomName;
+}
+
+/** The `file:state` payload: a transfer as the node keeps it. */
+export interface FileStateEvent {
+  id: string;
+  room: RoomName;
+  /** The sender's participant id. */
+  from: ParticipantId;
+  /** The participant ids the file was offered to. */
+  to: ParticipantId[];
+  name: string;
+  size: number;
+  mime: string;
+  sha256: string | null;
+  state: FileTransferState;
+  /** Confirmed progress: the least over the receivers still in the transfer; never goes backwards. */
+  bytes: number;
+  /** What the sender reported as sent. */
+  sent: number;
+  /** Bytes per second over the last seconds. */
+  rate: number;
+  /** Seconds, or null. */
+  eta: number | null;
+  via: 'p2p' | 'relay';
+  reason?: string;
+  /** Where receivers download a relayed file (relative to the node), once uploaded. */
+  url?: string;
+  receivers: Record<ParticipantId, { state: FileReceiverState; bytes: number }>;
+}
+
+export interface FileTransferResult {
+  transfer: FileStateEvent;
+}
+
+export interface FileSubscribeResult {
+  transfers: FileStateEvent[];
+}
+
 /** Room events: they carry the room's `seq`. */
 export interface RoomEventMap {
   'participant:joined': ParticipantJoinedEvent;
@@ -291,6 +385,7 @@ export interface ServerEvents extends RoomEventMap {
   'server:draining': DrainingEvent;
   'call:incoming': CallIncomingEvent;
   'call:state': CallStateEvent;
+  'file:state': FileStateEvent;
 }
 export type ServerEventName = keyof ServerEvents;
 export const SERVER_EVENT_NAMES: readonly ServerEventName[] = [
@@ -302,4 +397,5 @@ export const SERVER_EVENT_NAMES: readonly ServerEventName[] = [
   'server:draining',
   'call:incoming',
   'call:state',
+  'file:state',
 ];
