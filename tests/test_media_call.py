@@ -22,7 +22,7 @@ from signaling.ids import ParticipantId, RoomId
 
 from .conftest import Node
 from .helpers import EventLog
-from .media_fixtures import eventually, media_tasks
+from .media_fixtures import JoinPeer, eventually, media_tasks, peer_joiner
 from .turn import coturn
 
 # Small and slow enough that six peer connections encode and decode in real time on two cores.
@@ -30,23 +30,10 @@ MEDIA = SyntheticMedia(320, 240, fps=15)
 FRAMES = {"min_video_frames": 10, "min_audio_frames": 10}
 MEDIA_TIMEOUT = 15.0
 
-JoinPeer = Callable[..., Awaitable[HeadlessPeer]]
-
-
 @pytest.fixture
 async def join_peer(node: Node) -> AsyncIterator[JoinPeer]:
-    """Join a HeadlessPeer for `user` to a room; every peer is closed at teardown."""
-    peers: list[HeadlessPeer] = []
-
-    async def join(user: str, room: str = "call", **options: Any) -> HeadlessPeer:
-        peer = HeadlessPeer(await node.client(user), media=MEDIA, **options)
-        peers.append(peer)
-        await peer.join(room)
-        return peer
-
-    yield join
-    for peer in peers:
-        await peer.close()
+    async with peer_joiner(node, media=MEDIA, room="call") as join:
+        yield join
 
 
 # -- calls ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,28 +19,16 @@ from signaling.client import FileState
 
 from .conftest import Node
 from .helpers import EventLog
-from .media_fixtures import eventually, media_tasks
+from .media_fixtures import JoinPeer, eventually, media_tasks, peer_joiner
 
 # Files, not media, are under test: keep the synthetic tracks cheap.
 MEDIA = SyntheticMedia(160, 120, fps=5)
 SIZE = 5 * 1024 * 1024 + 123
 
-JoinPeer = Callable[..., Awaitable[HeadlessPeer]]
-
-
 @pytest.fixture
 async def join_peer(node: Node) -> AsyncIterator[JoinPeer]:
-    peers: list[HeadlessPeer] = []
-
-    async def join(user: str, room: str = "files", **options: Any) -> HeadlessPeer:
-        peer = HeadlessPeer(await node.client(user), media=MEDIA, **options)
-        peers.append(peer)
-        await peer.join(room)
-        return peer
-
-    yield join
-    for peer in peers:
-        await peer.close()
+    async with peer_joiner(node, media=MEDIA, room="files") as join:
+        yield join
 
 
 def payload(size: int = SIZE, seed: int = 7) -> bytes:
