@@ -15,7 +15,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from signaling.client import FileState
 
-from .browser import chromium, open_demo
+from .browser import chromium, open_demo, wait_decoding
 from .conftest import Node
 from .helpers import EventLog
 
@@ -294,3 +294,28 @@ async def test_reject_and_cancel_from_the_rows(node: Node) -> None:
         await bob.click(f".file-row[data-file-id='{taken}'] .file-accept")
         await wait_row(bob, taken, "done", timeout=20)
         assert await received_sha(bob, taken) == sha256_of(300_000, 3)
+
+
+@pytest.mark.media
+async def test_a_headless_aiortc_peer_sends_a_file_to_a_chromium_page(node: Node) -> None:
+    import hashlib
+
+    from media import HeadlessPeer, SyntheticMedia
+
+    client = await node.client("robot")
+    peer = HeadlessPeer(client, media=SyntheticMedia(160, 120, fps=5))
+    data = bytes(range(256)) * 4096  # 1 MiB
+    try:
+        await peer.join("mixed-files")
+        async with chromium() as browser:
+            page = await open_demo(browser, node.url, room="mixed-files", name="Ann",
+                                   autoaccept=1)
+            await wait_decoding(page)  # the page offered first; its offer carried SCTP
+            page_id = await page.evaluate("() => window.mikotoDemo.selfId")
+            out = peer.send_file(page_id, data, name="blob.bin")
+            final = await asyncio.wait_for(out.wait(), 30)
+            assert final["state"] == "done"
+            got = await page.evaluate(f"() => window.mikotoDemo.received('{out.id}')")
+            assert got == hashlib.sha256(data).hexdigest()
+    finally:
+        await peer.close()

@@ -45,6 +45,8 @@ export interface PeerEvents {
 const AUTO_RESTART_INTERVAL_MS = 3000;
 
 const KINDS = ['audio', 'video'] as const;
+/** The data channel an offerer opens up front; carries nothing (yet). */
+const CONTROL_CHANNEL = 'ctl';
 type Kind = (typeof KINDS)[number];
 
 /**
@@ -85,6 +87,11 @@ export class Peer extends Emitter<PeerEvents> {
     this.logger = options.logger;
     this.awaitingFirstOffer = options.role === 'answerer';
     this.pc = new RTCPeerConnection(options.configuration);
+    if (options.role === 'offerer') {
+      // Carry an SCTP m-line from the first offer on: a peer that cannot renegotiate
+      // (aiortc) could otherwise never open a data channel (a file) toward us.
+      this.pc.createDataChannel(CONTROL_CHANNEL);
+    }
     this.pc.onnegotiationneeded = () => void this.negotiate();
     this.pc.onicecandidate = ({ candidate }) => this.sendCandidate(candidate);
     this.pc.ontrack = ({ track }) => this.addRemoteTrack(track);
