@@ -428,6 +428,53 @@ interface Link {
 }
 
 /** A file we send. Created by `room.files.send()`. */
+/**
+ * Sends `file:progress` for one party of a transfer: at most every
+ * FILE_PROGRESS_INTERVAL_MS, one request in flight, never a count already sent.
+ */
+class ProgressReporter {
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private inFlight = false;
+  private reported = 0;
+
+  constructor(
+    private readonly ctx: Context,
+    private readonly id: string,
+    /** The count to report now. */
+    private readonly current: () => number,
+    /** False once reports must stop (final, finishing, relayed, ...). */
+    private readonly allowed: () => boolean,
+  ) {}
+
+  schedule(): void {
+    if (this.timer !== null || this.inFlight || !this.allowed()) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.flush();
+    }, FILE_PROGRESS_INTERVAL_MS);
+  }
+
+  flush(): void {
+    this.stop();
+    const bytes = this.current();
+    if (this.inFlight || !this.allowed() || bytes <= this.reported) return;
+    this.inFlight = true;
+    this.reported = bytes;
+    this.ctx.client
+      .request('file:progress', { id: this.id, bytes })
+      .catch((err: unknown) => this.ctx.logger.debug(`file:progress ${this.id}`, err))
+      .finally(() => {
+        this.inFlight = false;
+        if (this.current() > this.reported) this.schedule();
+      });
+  }
+
+  stop(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}
+
 export class OutgoingTransfer extends FileTransfer {
   readonly direction = 'outgoing' as const;
   /** Every data channel session: the offset the receiver resumed from and the bytes sent on it. */
@@ -439,10 +486,11 @@ export class OutgoingTransfer extends FileTransfer {
   private relayStarted = false;
   private upload: AbortController | null = null;
   private _bytesSent = 0;
-  private reportedSent = 0;
-  private reportTimer: ReturnType<typeof setTimeout> | null = null;
-  private reporting = false;
   private doneSent = false;
+  private readonly reporter = new ProgressReporter(
+    this.ctx, this.id, () => this._sent,
+    () => !this.final && !this.relayMode && !this.doneSent,
+  );
 
   /** @internal */
   constructor(
@@ -683,7 +731,8 @@ export class OutgoingTransfer extends FileTransfer {
           this._bytesSent += n;
           if (pos > this._sent) {
             this._sent = pos;
-            this.scheduleReport();
+            this.touch();
+            this.reporter.schedule();
           }
         }
       }
@@ -749,38 +798,11 @@ export class OutgoingTransfer extends FileTransfer {
     }
     if (ended === 0) return;
     this.doneSent = true;
-    this.flushReport();
+    this.reporter.stop();
     this.ctx.client.request('file:done', { id: this.id, sha256: this.sha256 }).then(
       (ack) => this.applyAck(ack),
       (err: unknown) => this.ctx.logger.debug(`file:done ${this.id} (sender)`, err),
     );
-  }
-
-  // ---- sender progress (`file:progress` with the bytes sent) ----
-
-  private scheduleReport(): void {
-    this.touch();
-    if (this.reportTimer !== null || this.reporting) return;
-    this.reportTimer = setTimeout(() => {
-      this.reportTimer = null;
-      this.flushReport();
-    }, FILE_PROGRESS_INTERVAL_MS);
-  }
-
-  private flushReport(): void {
-    if (this.reportTimer !== null) clearTimeout(this.reportTimer);
-    this.reportTimer = null;
-    const bytes = this._sent;
-    if (this.reporting || bytes <= this.reportedSent || this.final || this.relayMode || this.doneSent) return;
-    this.reporting = true;
-    this.reportedSent = bytes;
-    this.ctx.client
-      .request('file:progress', { id: this.id, bytes })
-      .catch((err: unknown) => this.ctx.logger.debug(`file:progress ${this.id}`, err))
-      .finally(() => {
-        this.reporting = false;
-        if (this._sent > this.reportedSent) this.scheduleReport();
-      });
   }
 
   // ---- relay ----
@@ -836,8 +858,7 @@ export class OutgoingTransfer extends FileTransfer {
 
   private stop(): void {
     for (const id of this.links.keys()) this.closeLink(id);
-    if (this.reportTimer !== null) clearTimeout(this.reportTimer);
-    this.reportTimer = null;
+    this.reporter.stop();
     this.upload?.abort();
     this.upload = null;
   }
@@ -854,9 +875,9 @@ export class IncomingTransfer extends FileTransfer {
   private channel: RTCDataChannel | null = null;
   private finishing = false;
   private download: AbortController | null = null;
-  private reported = 0;
-  private reportTimer: ReturnType<typeof setTimeout> | null = null;
-  private reporting = false;
+  private readonly reporter = new ProgressReporter(
+    this.ctx, this.id, () => this._bytes, () => !this.final && !this.finishing,
+  );
   /** Channels that ever delivered bytes to us. */
   private _channels = 0;
 
@@ -956,7 +977,7 @@ export class IncomingTransfer extends FileTransfer {
       if (repeat !== null) clearTimeout(repeat);
       if (this.channel !== channel) return;
       this.channel = null;
-      this.flushReport();
+      this.reporter.flush();
     };
     if (channel.readyState === 'open') sendResume();
     else channel.addEventListener('open', sendResume, { once: true });
@@ -983,7 +1004,7 @@ export class IncomingTransfer extends FileTransfer {
     this.chunks.push(bytes);
     this.setBytes(this._bytes + bytes.byteLength);
     if (this._state === 'accepted') this.setState('transferring');
-    this.scheduleReport();
+    this.reporter.schedule();
   }
 
   /** Every byte is here: hash, then `file:done` with the hash. */
@@ -994,8 +1015,7 @@ export class IncomingTransfer extends FileTransfer {
       return;
     }
     this.finishing = true;
-    if (this.reportTimer !== null) clearTimeout(this.reportTimer);
-    this.reportTimer = null;
+    this.reporter.stop();
     const blob = new Blob(this.chunks, { type: this.mime });
     this.chunks = [];
     const channel = this.channel;
@@ -1055,32 +1075,6 @@ export class IncomingTransfer extends FileTransfer {
     }
   }
 
-  // ---- receiver progress (`file:progress` with the bytes held) ----
-
-  private scheduleReport(): void {
-    if (this.reportTimer !== null || this.reporting || this.finishing) return;
-    this.reportTimer = setTimeout(() => {
-      this.reportTimer = null;
-      this.flushReport();
-    }, FILE_PROGRESS_INTERVAL_MS);
-  }
-
-  private flushReport(): void {
-    if (this.reportTimer !== null) clearTimeout(this.reportTimer);
-    this.reportTimer = null;
-    const bytes = this._bytes;
-    if (this.reporting || this.finishing || this.final || bytes <= this.reported) return;
-    this.reporting = true;
-    this.reported = bytes;
-    this.ctx.client
-      .request('file:progress', { id: this.id, bytes })
-      .catch((err: unknown) => this.ctx.logger.debug(`file:progress ${this.id}`, err))
-      .finally(() => {
-        this.reporting = false;
-        if (this._bytes > this.reported) this.scheduleReport();
-      });
-  }
-
   private async fail(reason: string): Promise<void> {
     if (this.final) return;
     this.setState('failed', reason);
@@ -1094,8 +1088,7 @@ export class IncomingTransfer extends FileTransfer {
     channel?.close();
     this.download?.abort();
     this.download = null;
-    if (this.reportTimer !== null) clearTimeout(this.reportTimer);
-    this.reportTimer = null;
+    this.reporter.stop();
     if (dropData) this.chunks = [];
   }
 }
