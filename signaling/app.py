@@ -13,8 +13,10 @@ from .edge import SignalingEdge
 from .filerelay import FileRelay
 from .files import FileService
 from .http import CONFIG, add_routes
+from .media_edge import MediaEdge
 from .push import LogPush, PushHook, WebhookPush
 from .rooms import RoomService
+from .workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +24,7 @@ ROOMS = web.AppKey("rooms", RoomService)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 EDGE = web.AppKey("edge", SignalingEdge)
 RELAY = web.AppKey("relay", FileRelay)
+WORKERS = web.AppKey("workers", WorkerRegistry)
 
 # engine.io's own frame cap: an SDP at the cap plus JSON framing must fit.
 PACKET_OVERHEAD = 16 * 1024
@@ -48,6 +51,8 @@ def create_app(config: Config) -> web.Application:
     app[SIO] = sio
     files = FileService(config.file_max_bytes, keep=config.file_ttl)
     edge = app[EDGE] = SignalingEdge(sio, config, rooms, push, files)
+    workers = app[WORKERS] = WorkerRegistry()
+    MediaEdge(edge, workers, config)
     relay = app[RELAY] = FileRelay(config.file_dir, config.file_relay_max_bytes,
                                    config.file_ttl, config.secret, files, edge.file_changed)
     relay.add_routes(app)

@@ -59,6 +59,14 @@ class Config:
     file_relay_max_bytes: int = 1024**3
     file_ttl: float = 3600.0
     file_dir: Path = Path(tempfile.gettempdir()) / "mikoto-rtc-files"
+    # Media workers `serve` starts beside the node (0: run them yourself).
+    media_workers: int = 1
+    # Load units (media streams) one worker takes before it counts as full.
+    worker_capacity: int = 32
+    # Where a media worker connects, and its service token (media-worker command).
+    worker_url: str | None = None
+    worker_token: str | None = field(default=None, repr=False)
+    echo_duration: float = 8.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -68,11 +76,13 @@ class Config:
         for name in ("max_sdp_bytes", "max_meta_bytes", "turn_ttl", "token_ttl", "resume_grace",
                      "ping_interval", "ping_timeout", "room_log_size", "dedup_window",
                      "call_ring_timeout", "call_max_callees", "file_max_bytes",
-                     "file_relay_max_bytes", "file_ttl"):
+                     "file_relay_max_bytes", "file_ttl", "worker_capacity", "echo_duration"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.turn_urls and not self.turn_secret:
             raise ConfigError("turn_urls are set but turn_secret is not")
+        if self.media_workers < 0:
+            raise ConfigError("media_workers must not be negative")
         if self.drain_timeout < 0:
             raise ConfigError("drain_timeout must not be negative")
         if self.push_url and not self.push_secret:

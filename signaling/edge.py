@@ -52,13 +52,17 @@ from .protocol import (
     split_cid,
 )
 from .push import PushHook
-from .rooms import RoomEvent, RoomService
+from .rooms import Participant, RoomEvent, RoomService
 from .sessions import Session, SessionService
 
 log = logging.getLogger(__name__)
 
 Ack = dict[str, Any]
 Handler = Callable[[Session, object], Awaitable[Ack]]
+# Told of every participant that leaves (hidden ones included), after it is gone.
+LeftListener = Callable[[Participant, LeaveReason], Awaitable[None]]
+# Told of every session that is over, after it left its rooms.
+EndedListener = Callable[[Session], Awaitable[None]]
 REASON = socketio.AsyncServer.reason
 FILE_STATE_INTERVAL = 0.1  # at most 10 file:state per second per transfer
 
@@ -91,6 +95,8 @@ class SignalingEdge:
         # Connections we dropped because their session moved to a newer one.
         self._replaced: set[ConnectionId] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._left_listeners: list[LeftListener] = []
+        self._ended_listeners: list[EndedListener] = []
         handlers: dict[ClientEvent, Handler] = {
             ClientEvent.ROOM_JOIN: self._join,
             ClientEvent.ROOM_LEAVE: self._leave,
@@ -115,12 +121,38 @@ class SignalingEdge:
         sio.on("connect", self._connect)
         sio.on("disconnect", self._disconnect)
         for event, handler in handlers.items():
-            sio.on(event.value, self._guarded(event.value, handler))
+            self.handle(event, handler)
         sio.on("*", self._unknown)
+
+    def handle(self, event: ClientEvent, handler: Handler) -> None:
+        """Serve `event` with `handler`, with the same dedup, validation and coded acks."""
+        self._sio.on(event.value, self._guarded(event.value, handler))
+
+    def on_participant_left(self, listener: LeftListener) -> None:
+        self._left_listeners.append(listener)
+
+    def on_session_ended(self, listener: EndedListener) -> None:
+        self._ended_listeners.append(listener)
+
+    async def send(self, session_id: SessionId, event: ServerEvent, payload: Ack) -> bool:
+        """Emit to a session's current connection; False when it has none."""
+        session = self.sessions.get(session_id)
+        if session is None or session.connection is None:
+            return False
+        await self._sio.emit(event, payload, to=session.connection)
+        return True
 
     @property
     def draining(self) -> bool:
         return self._draining
+
+    @property
+    def sio(self) -> socketio.AsyncServer:
+        return self._sio
+
+    @property
+    def rooms(self) -> RoomService:
+        return self._rooms
 
     def connections(self) -> list[ConnectionId]:
         return list(self.sessions.connections())
@@ -193,7 +225,9 @@ class SignalingEdge:
         if conn in self._replaced:
             self._replaced.discard(conn)
             return
-        if reason == REASON.CLIENT_DISCONNECT:
+        session = self.sessions.by_connection(conn)
+        if reason == REASON.CLIENT_DISCONNECT or (session is not None
+                                                  and session.ends_with_transport):
             session = self.sessions.end(conn)
             if session is not None:
                 await self._leave_all(session, LeaveReason.DISCONNECT)
@@ -215,11 +249,16 @@ class SignalingEdge:
         """The session is over: leave its rooms, and its user's calls if it was the last device."""
         # One room at a time: each seq is assigned right before its emit is queued.
         for room in self._rooms.memberships(session.id):
-            await self._emit_room(self._rooms.leave(session.id, room, reason))
+            await self._left(*self._rooms.leave(session.id, room, reason), reason)
         for watchers in self._file_watchers.values():
             watchers.discard(session.id)
         if not self.sessions.of_user(session.user):
             await self._deliver(self.calls.user_gone(session.user))
+        for listener in self._ended_listeners:
+            try:
+                await listener(session)
+            except Exception:
+                log.exception("session-ended listener failed for %s", session.id)
 
     # -- dispatch ----------------------------------------------------------------------
 
@@ -269,18 +308,18 @@ class SignalingEdge:
         who = session.identity
         joined = self._rooms.join(
             session.id, who, req.room, req.name, req.meta,
-            granted=self.calls.room_of_party(who.user, req.room),
+            granted=self.calls.room_of_party(who.user, req.room), hidden=req.hidden,
         )
         me = joined.participant
         assert session.connection is not None
         # Enter the channel before broadcasting: any later room event must reach the joiner.
         await self._sio.enter_room(session.connection, _channel(req.room))
         await self._emit_room(joined.event)
-        log.info("join room=%s participant=%s user=%s seq=%d",
-                 req.room, me.id, me.user, joined.event.seq)
+        log.info("join room=%s participant=%s user=%s seq=%d%s",
+                 req.room, me.id, me.user, joined.seq, " hidden" if me.hidden else "")
         return ok(
             room=req.room,
-            seq=joined.event.seq,
+            seq=joined.seq,
             self={"id": me.id, "user": me.user, "name": me.name},
             participants=[{**p.public(), "polite": True} for p in joined.others],
             iceServers=ice_servers(self._config, who.user),
@@ -288,11 +327,21 @@ class SignalingEdge:
 
     async def _leave(self, session: Session, data: object) -> Ack:
         req = parse_leave(data)
-        event = self._rooms.leave(session.id, req.room, LeaveReason.LEAVE)
+        me, event = self._rooms.leave(session.id, req.room, LeaveReason.LEAVE)
         if session.connection is not None:
             await self._sio.leave_room(session.connection, _channel(req.room))
+        await self._left(me, event, LeaveReason.LEAVE)
+        room = self._rooms.room(req.room)
+        return ok(seq=event.seq if event is not None else room.seq if room is not None else 0)
+
+    async def _left(self, me: Participant, event: RoomEvent | None,
+                    reason: LeaveReason) -> None:
         await self._emit_room(event)
-        return ok(seq=event.seq)
+        for listener in self._left_listeners:
+            try:
+                await listener(me, reason)
+            except Exception:
+                log.exception("participant-left listener failed for %s", me.id)
 
     async def _emit_room(self, event: RoomEvent | None) -> None:
         """Deliver a room event to its room, except to the participant whose request caused it."""

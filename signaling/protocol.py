@@ -41,6 +41,12 @@ class ClientEvent(StrEnum):
     FILE_CANCEL = "file:cancel"
     FILE_SUBSCRIBE = "file:subscribe"
     FILE_UNSUBSCRIBE = "file:unsubscribe"
+    MEDIA_REQUEST = "media:request"
+    MEDIA_RELEASE = "media:release"
+    # Media workers only (grant `service`):
+    WORKER_REGISTER = "worker:register"
+    WORKER_LOAD = "worker:load"
+    MEDIA_REPORT = "media:report"
 
 
 class ServerEvent(StrEnum):
@@ -55,12 +61,31 @@ class ServerEvent(StrEnum):
     CALL_INCOMING = "call:incoming"
     CALL_STATE = "call:state"
     FILE_STATE = "file:state"
+    MEDIA_REPORT = "media:report"
+    MEDIA_ENDED = "media:ended"
+    # To media workers only, with an ack:
+    MEDIA_ASSIGN = "media:assign"
 
 
 class LeaveReason(StrEnum):
     LEAVE = "leave"
     DISCONNECT = "disconnect"
     TIMEOUT = "timeout"
+
+
+class MediaKind(StrEnum):
+    """What a media worker does for a `media:request`."""
+
+    ECHO = "echo"
+    RECORD = "record"
+    FORWARD = "forward"
+
+
+class MediaEndReason(StrEnum):
+    RELEASED = "released"
+    WORKER_LOST = "worker_lost"
+    REQUESTER_LEFT = "requester_left"
+    FINISHED = "finished"
 
 
 class ConnectionState(StrEnum):
@@ -83,6 +108,7 @@ class JoinRequest:
     room: RoomId
     name: str | None
     meta: dict[str, Any] | None
+    hidden: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +146,7 @@ def _room(data: dict[str, Any]) -> RoomId:
     return RoomId(room)
 
 
-_JOIN_FIELDS = frozenset({"room", "name", "meta"})
+_JOIN_FIELDS = frozenset({"room", "name", "meta", "hidden"})
 _ROOM_FIELDS = frozenset({"room"})
 _SIGNAL_FIELDS = frozenset({"room", "to", "description", "candidate", "restart"})
 _UPDATE_FIELDS = frozenset({"room", "state"})
@@ -140,7 +166,10 @@ def parse_join(data: object, max_meta_bytes: int) -> JoinRequest:
             raise BadRequest("meta must be an object")
         if len(json.dumps(meta, separators=(",", ":"))) > max_meta_bytes:
             raise BadRequest(f"meta exceeds {max_meta_bytes} bytes")
-    return JoinRequest(room=room, name=name, meta=meta)
+    hidden = obj.get("hidden", False)
+    if not isinstance(hidden, bool):
+        raise BadRequest("hidden must be a boolean")
+    return JoinRequest(room=room, name=name, meta=meta, hidden=hidden)
 
 
 def parse_leave(data: object) -> LeaveRequest:
@@ -410,3 +439,86 @@ def parse_file_cancel(data: object) -> FileRequest:
 
 def parse_room_only(data: object) -> RoomId:
     return _room(_object(data, _ROOM_FIELDS))
+
+
+# -- media workers -----------------------------------------------------------------------
+
+JOB_ID_RE = re.compile(r"J[0-9a-f]{16}")
+MAX_WORKER_CAPACITY = 100_000
+MAX_ECHO_DURATION = 60.0
+MAX_REPORT_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRequest:
+    room: RoomId
+    kind: MediaKind
+    duration: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRegistration:
+    capacity: int
+    kinds: frozenset[MediaKind]
+
+
+@dataclass(frozen=True, slots=True)
+class MediaReportRequest:
+    job: str
+    report: dict[str, Any]
+
+
+def _kind(value: object) -> MediaKind:
+    if isinstance(value, str) and value in MediaKind.__members__.values():
+        return MediaKind(value)
+    raise BadRequest(f"kind must be one of {', '.join(MediaKind)}")
+
+
+def _number(value: object, name: str, low: float, high: float) -> float:
+    if (not isinstance(value, int | float) or isinstance(value, bool)
+            or not low <= value <= high):
+        raise BadRequest(f"{name} must be a number from {low:g} to {high:g}")
+    return float(value)
+
+
+def parse_media_request(data: object) -> MediaRequest:
+    obj = _object(data, frozenset({"room", "kind", "duration"}))
+    duration = obj.get("duration")
+    return MediaRequest(room=_room(obj), kind=_kind(obj.get("kind")),
+                        duration=None if duration is None
+                        else _number(duration, "duration", 1, MAX_ECHO_DURATION))
+
+
+def parse_job(data: object) -> str:
+    job = _object(data, frozenset({"job"})).get("job")
+    if not isinstance(job, str) or not JOB_ID_RE.fullmatch(job):
+        raise BadRequest("job must be a job id")
+    return job
+
+
+def parse_worker_register(data: object) -> WorkerRegistration:
+    obj = _object(data, frozenset({"capacity", "kinds"}))
+    capacity = obj.get("capacity")
+    if (not isinstance(capacity, int) or isinstance(capacity, bool)
+            or not 0 < capacity <= MAX_WORKER_CAPACITY):
+        raise BadRequest(f"capacity must be an integer from 1 to {MAX_WORKER_CAPACITY}")
+    kinds = obj.get("kinds")
+    if not isinstance(kinds, list) or not kinds:
+        raise BadRequest("kinds must be a non-empty list")
+    return WorkerRegistration(capacity=capacity, kinds=frozenset(_kind(k) for k in kinds))
+
+
+def parse_worker_load(data: object) -> float:
+    obj = _object(data, frozenset({"load"}))
+    return _number(obj.get("load"), "load", 0, MAX_WORKER_CAPACITY)
+
+
+def parse_media_report(data: object) -> MediaReportRequest:
+    obj = _object(data, frozenset({"job", "report"}))
+    job = parse_job({"job": obj.get("job")})
+    report = obj.get("report")
+    if not isinstance(report, dict):
+        raise BadRequest("report must be an object")
+    if len(json.dumps(report, separators=(",", ":"))) > MAX_REPORT_BYTES:
+        raise BadRequest(f"report exceeds {MAX_REPORT_BYTES} bytes")
+    return MediaReportRequest(job=job, report=report)

@@ -33,6 +33,8 @@ class Participant:
     meta: dict[str, Any] | None = None
     state: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(STATE_KEYS, False))
     connection: ConnectionState = ConnectionState.CONNECTED
+    # A media worker: reachable by signal, but never listed, announced or counted.
+    hidden: bool = False
 
     def public(self) -> dict[str, Any]:
         """The participant as other clients see it."""
@@ -57,6 +59,7 @@ class Room:
     log_size: int
     seq: int = 0
     participants: dict[ParticipantId, Participant] = field(default_factory=dict)
+    hidden: dict[ParticipantId, Participant] = field(default_factory=dict)
     log: deque[RoomEvent] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -83,7 +86,9 @@ class Room:
 class Joined:
     participant: Participant
     others: list[Participant]
-    event: RoomEvent
+    # None for a hidden participant: nobody is told.
+    event: RoomEvent | None
+    seq: int
 
 
 class RoomService:
@@ -105,8 +110,15 @@ class RoomService:
         meta: dict[str, Any] | None = None,
         *,
         granted: bool = False,
+        hidden: bool = False,
     ) -> Joined:
-        """Add a participant; `granted` admits it whatever its token's room grants (a call)."""
+        """Add a participant; `granted` admits it whatever its token's room grants (a call).
+
+        A `hidden` participant (grant `service`: a media worker) gets no event and is
+        left out of every participant list and of the room's size.
+        """
+        if hidden and not who.grants.service:
+            raise Forbidden("only a service token may join hidden")
         if not granted and not who.grants.allows_room(room_id):
             raise Forbidden(f"token does not grant room {room_id!r}")
         if room_id in self._members.get(session, ()):
@@ -114,20 +126,25 @@ class RoomService:
         room = self._rooms.get(room_id)
         if room is None:
             room = self._rooms[room_id] = Room(room_id, self._log_size)
-        elif len(room.participants) >= self._max:
+        elif not hidden and len(room.participants) >= self._max:
             raise RoomFull(f"room {room_id!r} has {self._max} participants")
         me = Participant(
             id=_new_participant_id(), user=who.user, name=name or who.name,
-            room=room_id, session=session, meta=meta,
+            room=room_id, session=session, meta=meta, hidden=hidden,
         )
         others = list(room.participants.values())
-        room.participants[me.id] = me
         self._members.setdefault(session, {})[room_id] = me
+        if hidden:
+            room.hidden[me.id] = me
+            return Joined(participant=me, others=others, event=None, seq=room.seq)
+        room.participants[me.id] = me
         event = room.record(ServerEvent.PARTICIPANT_JOINED,
                             {"participant": me.public(), "polite": False}, actor=me.id)
-        return Joined(participant=me, others=others, event=event)
+        return Joined(participant=me, others=others, event=event, seq=event.seq)
 
-    def leave(self, session: SessionId, room_id: RoomId, reason: LeaveReason) -> RoomEvent:
+    def leave(self, session: SessionId, room_id: RoomId,
+              reason: LeaveReason) -> tuple[Participant, RoomEvent | None]:
+        """Remove the session's participant; the event is None for a hidden one."""
         mine = self._members.get(session, {})
         me = mine.pop(room_id, None)
         if me is None:
@@ -135,15 +152,22 @@ class RoomService:
         if not mine:
             self._members.pop(session, None)
         room = self._rooms[room_id]
-        del room.participants[me.id]
-        event = room.record(ServerEvent.PARTICIPANT_LEFT, {"id": me.id, "reason": reason.value},
-                            actor=me.id if reason is LeaveReason.LEAVE else None)
-        if not room.participants:
+        event = None
+        if me.hidden:
+            del room.hidden[me.id]
+        else:
+            del room.participants[me.id]
+            event = room.record(ServerEvent.PARTICIPANT_LEFT,
+                                {"id": me.id, "reason": reason.value},
+                                actor=me.id if reason is LeaveReason.LEAVE else None)
+        if not room.participants and not room.hidden:
             del self._rooms[room_id]
-        return event
+        return me, event
 
     def update(self, session: SessionId, room_id: RoomId, state: dict[str, bool]) -> RoomEvent:
         me = self.member(session, room_id)
+        if me.hidden:
+            raise Forbidden("a hidden participant has no presence")
         me.state.update(state)
         return self._rooms[room_id].record(
             ServerEvent.PARTICIPANT_UPDATED, {"participant": me.public()}, actor=me.id)
@@ -152,7 +176,7 @@ class RoomService:
                        connection: ConnectionState) -> RoomEvent | None:
         """Mark a session's participant connected or reconnecting; None when unchanged."""
         me = self.member(session, room_id)
-        if me.connection is connection:
+        if me.connection is connection or me.hidden:
             return None
         me.connection = connection
         return self._rooms[room_id].record(ServerEvent.PARTICIPANT_UPDATED,
@@ -171,7 +195,8 @@ class RoomService:
               to: ParticipantId) -> tuple[Participant, Participant]:
         """Return (sender, target) for a signal; unknown and foreign targets look the same."""
         me = self.member(session, room_id)
-        target = self._rooms[room_id].participants.get(to)
+        room = self._rooms[room_id]
+        target = room.participants.get(to) or room.hidden.get(to)
         if target is None or target.id == me.id:
             raise NotFound(f"no participant {to!r} in room {room_id!r}")
         return me, target

@@ -31,6 +31,9 @@ class Session:
     connection: ConnectionId | None = None
     # Signals for this session's participants that arrived while it was away.
     held: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HELD_SIGNALS))
+    # Ends with its transport instead of waiting out the grace period (a media worker:
+    # its jobs must fail over at once, and its media does not survive it anyway).
+    ends_with_transport: bool = False
     _expiry: asyncio.TimerHandle | None = None
 
     @property

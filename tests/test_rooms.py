@@ -28,7 +28,8 @@ def test_join_lists_others_and_counts_seq() -> None:
     assert b.participant.name == "Bobby" and a.participant.name == "Ann"
     assert a.participant.id != b.participant.id
     assert rooms.update(c(1), R, {"audio": True}).seq == 3
-    left = rooms.leave(c(2), R, LeaveReason.LEAVE)
+    _, left = rooms.leave(c(2), R, LeaveReason.LEAVE)
+    assert left is not None
     assert left.seq == 4 and left.payload == {"room": R, "seq": 4, "id": b.participant.id,
                                               "reason": "leave"}
 
