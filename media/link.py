@@ -21,6 +21,7 @@ from signaling.client import SignalReceived
 from signaling.ids import ParticipantId
 
 from .ice import parse_candidate
+from .impair import lose_outgoing_rtp
 from .sink import FrameCounter
 from .taskutil import cancel_and_wait
 from .tracks import SyntheticMedia
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 SendSignal = Callable[[dict[str, Any]], Awaitable[None]]
 # Told about each data channel the remote participant opens.
 OnDataChannel = Callable[["PeerLink", RTCDataChannel], None]
+# Sets up each new peer connection of a link in place of the synthetic media and frame
+# counters: adds its tracks, handles "track" (and then owns consuming every received track).
+OnPeerConnection = Callable[[RTCPeerConnection], None]
 
 # The data channel an offering link creates before its first offer, so that the SDP
 # carries the SCTP application m-line: aiortc cannot renegotiate, and without that
@@ -87,9 +91,13 @@ class PeerLink:
     """
 
     def __init__(self, remote: ParticipantId, *, polite: bool, configuration: RTCConfiguration,
-                 media: SyntheticMedia, send: SendSignal,
-                 on_data_channel: OnDataChannel | None = None) -> None:
+                 media: SyntheticMedia | OnPeerConnection, send: SendSignal,
+                 on_data_channel: OnDataChannel | None = None, send_loss: float = 0.0) -> None:
+        """`media`: synthetic tracks to send (counting every received track), or a
+        function that sets up each new peer connection itself (a media worker's job).
+        `send_loss` drops that fraction of our outgoing RTP (media.impair), for tests."""
         self.remote = remote
+        self._send_loss = send_loss
         self.on_data_channel = on_data_channel
         self.polite = polite
         self._configuration = configuration
@@ -153,6 +161,11 @@ class PeerLink:
         if self._closing or self._pc is None:
             raise RuntimeError(f"no peer connection to {self.remote}")
         return self._pc.createDataChannel(label)
+
+    @property
+    def pc(self) -> RTCPeerConnection | None:
+        """The current peer connection (replaced after a glare; None before the first)."""
+        return self._pc
 
     @property
     def sinks(self) -> tuple[FrameCounter, ...]:
@@ -287,12 +300,15 @@ class PeerLink:
     def _new_pc(self, *, offerer: bool = False) -> RTCPeerConnection:
         pc = RTCPeerConnection(self._configuration)
         self._connections += 1
-        self._sources = list(self._media.tracks())
-        for track in self._sources:
-            pc.addTrack(track)
+        if isinstance(self._media, SyntheticMedia):
+            self._sources = list(self._media.tracks())
+            for track in self._sources:
+                pc.addTrack(track)
+            pc.on("track", self._on_track)
+        else:
+            self._media(pc)
         if offerer:
             pc.createDataChannel(CONTROL_CHANNEL)
-        pc.on("track", self._on_track)
         pc.on("datachannel", self._on_data_channel)
         pc.on("connectionstatechange", lambda: self._on_state(pc))
         self._pc = pc
@@ -320,3 +336,6 @@ class PeerLink:
 
     def _on_state(self, pc: RTCPeerConnection) -> None:
         log.debug("connection to %s: %s", self.remote, pc.connectionState)
+        if self._send_loss and pc.connectionState == "connecting":
+            # The transports are final once connecting; media flows only after that.
+            lose_outgoing_rtp(pc, self._send_loss)

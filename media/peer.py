@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -16,6 +18,8 @@ from signaling.client import (
     Event,
     FileState,
     JoinedRoom,
+    MediaEnded,
+    MediaReport,
     ParticipantJoined,
     ParticipantLeft,
     RequestError,
@@ -38,6 +42,19 @@ _ROOM_SCOPED = (SignalReceived, ParticipantJoined, ParticipantLeft)
 _POLL_INTERVAL = 0.05
 
 
+@dataclass(frozen=True, slots=True)
+class EchoResult:
+    """An echo test as the client saw it: the worker's report and what came back."""
+
+    job: str
+    worker: ParticipantId
+    # The worker's `report` (docs/protocol.md, "The echo report"), or None if the job
+    # ended first (`ended` says why).
+    report: dict[str, Any] | None
+    returned: LinkStats
+    ended: MediaEnded | None = None
+
+
 class HeadlessPeer:
     """Joins one room through a connected `SignalingClient` and calls every other participant.
 
@@ -58,15 +75,17 @@ class HeadlessPeer:
     def __init__(self, client: SignalingClient, *, media: SyntheticMedia | None = None,
                  ice_servers: Sequence[Mapping[str, Any]] | None = None,
                  relay_only: bool = False, accept_files: bool | AcceptPolicy | None = None,
-                 file_dir: Path | None = None) -> None:
+                 file_dir: Path | None = None, send_loss: float = 0.0) -> None:
         """`ice_servers` replaces the join ack's list (same wire shape); `relay_only`
         restricts ICE to TURN relay candidates. `accept_files` (True, or a callback given
         the `offered` FileState) accepts files offered to this peer, kept in memory or
-        written to `file_dir`; see `files` and `send_file`."""
+        written to `file_dir`; see `files` and `send_file`. `send_loss` drops that
+        fraction of the RTP we send (media.impair: a lossy network, for tests)."""
         self._client = client
         self._media = media if media is not None else SyntheticMedia()
         self._ice_override = ice_servers
         self._relay_only = relay_only
+        self._send_loss = send_loss
         self._joined: JoinedRoom | None = None
         self._configuration: RTCConfiguration | None = None
         self._links: dict[ParticipantId, PeerLink] = {}
@@ -147,6 +166,41 @@ class HeadlessPeer:
         channel once accepted; `await result.wait()` for the final file:state."""
         self._require_joined()
         return self.files.send(to, source, name=name, mime=mime, file_id=file_id)
+
+    async def echo_test(self, *, duration: float | None = None,
+                        # A parameter: the probe and tests pass their own bound.
+                        timeout: float = 90.0) -> EchoResult:  # noqa: ASYNC109
+        """Run the echo test with a media worker: send our media to it, count what it sends
+        back, and return its report. Raises RequestError (`unavailable`) without a worker."""
+        room = self._require_joined().room
+        outcome: asyncio.Future[MediaReport | MediaEnded] = (
+            asyncio.get_running_loop().create_future())
+        job_id: list[str] = []
+
+        def watch(event: Event) -> None:
+            if (isinstance(event, MediaReport | MediaEnded) and job_id
+                    and event.job == job_id[0] and not outcome.done()):
+                outcome.set_result(event)
+
+        unsubscribe = self._client.subscribe(watch)
+        link: PeerLink | None = None
+        try:
+            job = await self._client.request_media(room, "echo", duration=duration)
+            job_id.append(job.job)
+            link = self._open_link(job.worker, polite=False)
+            link.offer()
+            result = await asyncio.wait_for(outcome, timeout)
+            stats = link.stats()
+        finally:
+            unsubscribe()
+            if link is not None:
+                await link.close()
+                self._links.pop(link.remote, None)
+        if isinstance(result, MediaReport):
+            with contextlib.suppress(RequestError):
+                await self._client.release_media(job.job)
+            return EchoResult(job.job, job.worker, result.report, stats)
+        return EchoResult(job.job, job.worker, None, stats, ended=result)
 
     # -- what tests and tools look at ------------------------------------------------
 
@@ -249,7 +303,7 @@ class HeadlessPeer:
         assert self._configuration is not None
         link = PeerLink(remote, polite=polite, configuration=self._configuration,
                         media=self._media, send=self._sender(remote),
-                        on_data_channel=self._on_data_channel)
+                        on_data_channel=self._on_data_channel, send_loss=self._send_loss)
         self._links[remote] = link
         return link
 

@@ -1,8 +1,10 @@
-"""`mikoto-rtc`: run a node (`serve`) or mint a token (`token`)."""
+"""`mikoto-rtc`: run a node (`serve`), a media worker (`media-worker`), the echo test
+(`probe`), or mint a token (`token`)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -14,6 +16,11 @@ from .app import create_app
 from .auth import Grants, issue_token
 from .config import Config, Env
 from .errors import ConfigError
+from .workerproc import embedded_workers
+
+# What `serve` gives the media workers it starts: every room, hidden, nothing else.
+WORKER_GRANTS = Grants(rooms=("*",), service=True)
+WORKER_TOKEN_TTL = 30 * 24 * 3600  # the process is restarted with a fresh one when it exits
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +41,24 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.add_argument("--record", action="store_true", help="grant record")
     token.add_argument("--admin", action="store_true", help="grant admin")
+    token.add_argument("--service", action="store_true",
+                       help="a media worker's token: grant service (and no publish)")
+
+    worker = sub.add_parser("media-worker", help="run a media worker (echo, record, forward)")
+    worker.add_argument("--url", help="the node (MIKOTO_RTC_WORKER_URL)")
+    worker.add_argument("--token", help="a service token (MIKOTO_RTC_WORKER_TOKEN; prefer "
+                        "the variable: arguments are visible to other local users)")
+    worker.add_argument("--capacity", type=int, help="load units (MIKOTO_RTC_WORKER_CAPACITY)")
+    worker.add_argument("--parent", type=int, help=argparse.SUPPRESS)
+
+    probe = sub.add_parser("probe", help="run the echo test headless and print its report; "
+                           "exit 1 when the verdict is failed, 3 when it could not run")
+    probe.add_argument("url", help="the node, e.g. https://rtc.example.org")
+    probe.add_argument("--token", required=True, help="a token granting the room")
+    probe.add_argument("--room", help="room to test in (default: a random probe-* room)")
+    probe.add_argument("--duration", type=float, help="seconds of media before the report")
+    probe.add_argument("--relay-only", action="store_true", help="use TURN relay candidates only")
+    probe.add_argument("--timeout", type=float, default=90.0, help="give up after (seconds)")
     return parser
 
 
@@ -42,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args.command == "serve":
             _serve(args)
+        elif args.command == "media-worker":
+            _media_worker(args)
+        elif args.command == "probe":
+            _probe(args)
         else:
             _token(args)
     except ConfigError as exc:
@@ -53,16 +82,46 @@ def _serve(args: argparse.Namespace) -> None:
     config = Config.load(
         os.environ, host=args.host, port=args.port,
         env=Env(args.env) if args.env else None, log_level=args.log_level,
-    )
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    ).with_runtime_secret()
+    _logging(config)
     app = create_app(config)
+    if config.media_workers:
+        secret = config.secret
+        assert secret is not None
+        app.cleanup_ctx.append(embedded_workers(config, lambda: issue_token(
+            secret, "media-worker", grants=WORKER_GRANTS, ttl=WORKER_TOKEN_TTL)))
     print(f"mikoto-rtc listening on http://{config.host}:{config.port}", flush=True)
     web.run_app(
         app, host=config.host, port=config.port,
         shutdown_timeout=config.shutdown_timeout, print=None,
     )
+
+
+def _logging(config: Config) -> None:
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _media_worker(args: argparse.Namespace) -> None:
+    config = Config.load(os.environ, worker_url=args.url, worker_token=args.token,
+                         worker_capacity=args.capacity)
+    if not config.worker_url or not config.worker_token:
+        raise ConfigError("media-worker needs --url and a token (MIKOTO_RTC_WORKER_TOKEN)")
+    _logging(config)
+    from media.service import serve_worker  # the node itself never needs aiortc
+
+    asyncio.run(serve_worker(config.worker_url, config.worker_token,
+                             capacity=config.worker_capacity, parent=args.parent))
+
+
+def _probe(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    from media.probe import ProbeOptions, run
+
+    sys.exit(run(ProbeOptions(url=args.url, token=args.token, room=args.room,
+                              duration=args.duration, relay_only=args.relay_only,
+                              timeout=args.timeout)))
 
 
 def _token(args: argparse.Namespace) -> None:
@@ -72,7 +131,7 @@ def _token(args: argparse.Namespace) -> None:
     if args.ttl <= 0:
         raise ConfigError("--ttl must be positive")
     grants = Grants(
-        rooms=tuple(args.rooms or ["*"]), publish=True, subscribe=True,
-        record=args.record, admin=args.admin,
+        rooms=tuple(args.rooms or ["*"]), publish=not args.service, subscribe=not args.service,
+        record=args.record, admin=args.admin, service=args.service,
     )
     print(issue_token(config.secret, args.user, name=args.name, grants=grants, ttl=args.ttl))

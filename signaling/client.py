@@ -23,7 +23,7 @@ import asyncio
 import logging
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,6 +161,32 @@ class FileState:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaJob:
+    """A media job the node gave to a worker; negotiate with `worker` by `signal`."""
+
+    job: str
+    kind: str
+    room: RoomId
+    worker: ParticipantId
+
+
+@dataclass(frozen=True, slots=True)
+class MediaReport:
+    room: RoomId
+    job: str
+    report: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MediaEnded:
+    room: RoomId
+    job: str
+    kind: str
+    reason: str
+    error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Disconnected:
     """The client is disconnected for good (closed, or reconnecting gave up)."""
 
@@ -169,7 +195,7 @@ class Disconnected:
 
 Event = (ParticipantJoined | ParticipantLeft | ParticipantUpdated | SignalReceived
          | ConnectionChanged | SessionStarted | Draining | CallIncoming | CallStateChanged
-         | FileState | Disconnected)
+         | FileState | MediaReport | MediaEnded | Disconnected)
 Subscriber = Callable[[Event], None]
 
 
@@ -214,6 +240,15 @@ def _file_state(d: dict[str, Any]) -> FileState:
                      data=d)
 
 
+def _media_report(d: dict[str, Any]) -> MediaReport:
+    return MediaReport(room=RoomId(d["room"]), job=str(d["job"]), report=dict(d["report"]))
+
+
+def _media_ended(d: dict[str, Any]) -> MediaEnded:
+    return MediaEnded(room=RoomId(d["room"]), job=str(d["job"]), kind=str(d["kind"]),
+                      reason=str(d["reason"]), error=d.get("error"))
+
+
 def _draining(d: dict[str, Any]) -> Draining:
     return Draining(reconnect_in=int(d["reconnectIn"]))
 
@@ -227,6 +262,8 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Event]] = {
     "call:state": _call_state,
     "server:draining": _draining,
     "file:state": _file_state,
+    "media:report": _media_report,
+    "media:ended": _media_ended,
 }
 
 
@@ -396,8 +433,11 @@ class SignalingClient:
             return None
 
     async def join(self, room: str, *, name: str | None = None,
-                   meta: dict[str, Any] | None = None) -> JoinedRoom:
+                   meta: dict[str, Any] | None = None, hidden: bool = False) -> JoinedRoom:
+        """Join `room`; `hidden` is for media workers (grant `service`)."""
         payload: dict[str, Any] = {"room": room}
+        if hidden:
+            payload["hidden"] = True
         if name is not None:
             payload["name"] = name
         if meta is not None:
@@ -476,6 +516,31 @@ class SignalingClient:
     async def watch_files(self, room: str) -> list[dict[str, Any]]:
         """Follow every transfer of a room (FileState events); returns the current ones."""
         return list((await self.request("file:subscribe", {"room": room}))["transfers"])
+
+    async def request_media(self, room: str, kind: str, *,
+                            duration: float | None = None) -> MediaJob:
+        """Ask for a media job (`echo`, `record`, `forward`) in a room this client is in."""
+        payload: dict[str, Any] = {"room": room, "kind": kind}
+        if duration is not None:
+            payload["duration"] = duration
+        ack = await self.request("media:request", payload)
+        return MediaJob(job=str(ack["job"]), kind=str(ack["kind"]), room=RoomId(room),
+                        worker=ParticipantId(ack["worker"]))
+
+    async def release_media(self, job: str) -> None:
+        await self.request("media:release", {"job": job})
+
+    def serve(self, event: str, handler: Callable[[Any], Awaitable[dict[str, Any]]]) -> None:
+        """Answer the server's calls of `event` (e.g. `media:assign`): the dict `handler`
+        returns is the ack; an exception becomes an `internal` error ack."""
+        async def answer(data: Any) -> dict[str, Any]:
+            try:
+                return await handler(data)
+            except Exception as exc:
+                log.exception("serving %s failed", event)
+                return {"ok": False, "error": {"code": "internal", "message": str(exc)}}
+
+        self._sio.on(event, answer)
 
     # -- incoming ---------------------------------------------------------------------
 

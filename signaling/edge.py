@@ -157,6 +157,12 @@ class SignalingEdge:
     def connections(self) -> list[ConnectionId]:
         return list(self.sessions.connections())
 
+    def _user_connections(self) -> list[ConnectionId]:
+        """Connections a drain waits for: not media workers, which serve until the end."""
+        return [c for c in self.sessions.connections()
+                if (s := self.sessions.by_connection(c)) is not None
+                and not s.identity.grants.service]
+
     # -- connect, resume, disconnect -----------------------------------------------------
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
@@ -238,7 +244,7 @@ class SignalingEdge:
                     await self._emit_room(self._rooms.set_connection(
                         session.id, room, ConnectionState.RECONNECTING))
         log.info("disconnect sid=%s reason=%s", sid, reason)
-        if self._all_gone is not None and not self.connections():
+        if self._all_gone is not None and not self._user_connections():
             self._all_gone.set()
 
     async def _expired(self, session: Session) -> None:
@@ -540,7 +546,7 @@ class SignalingEdge:
         self._draining = True
         reconnect_in = int(self._config.drain_timeout * 1000)
         await self._sio.emit(ServerEvent.SERVER_DRAINING, {"reconnectIn": reconnect_in})
-        if self.connections():
+        if self._user_connections():
             self._all_gone = asyncio.Event()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._all_gone.wait(), self._config.drain_timeout)
