@@ -137,7 +137,7 @@ class EchoJob:
         try:
             start = time.monotonic()
             while not self._has_media():
-                if time.monotonic() - start > CONNECT_TIMEOUT:
+                if time.monotonic() - start > CONNECT_TIMEOUT or self._failed():
                     break
                 await asyncio.sleep(_POLL)
             before = await self._sample()
@@ -151,6 +151,10 @@ class EchoJob:
                 await asyncio.sleep(MAX_ECHO)
         finally:
             self._on_done(self)
+
+    def _failed(self) -> bool:
+        pc = self.link.pc
+        return pc is not None and pc.connectionState == "failed"
 
     def _has_media(self) -> bool:
         return self._connected and any(t.frames for t in self._taps.values())

@@ -70,8 +70,9 @@ def run(options: ProbeOptions) -> int:
     try:
         result = asyncio.run(probe(options))
     except (RequestError, TimeoutError) as exc:
-        code = exc.code if isinstance(exc, RequestError) else "timeout"
-        print(json.dumps({"error": {"code": code, "message": str(exc)}}, indent=2))
+        code, message = ((exc.code, exc.message) if isinstance(exc, RequestError)
+                         else ("timeout", "no report in time"))
+        print(json.dumps({"error": {"code": code, "message": message}}, indent=2))
         print(f"mikoto-rtc probe: the echo test could not run: {exc}", file=sys.stderr)
         return EXIT_NOT_RUN
     print(json.dumps(summary(result), indent=2))

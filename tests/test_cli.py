@@ -8,7 +8,6 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,19 +16,11 @@ from signaling.auth import verify_token
 from signaling.client import SignalingClient
 
 from .helpers import free_port, wait_port
-
-SECRET = "cli-secret-0123456789-0123456789-abcdef"
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIKOTO_RTC_")}
-    env.update(extra)
-    return env
+from .processes import SECRET, Served, cli_env, mint, run_cli, serving
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "signaling", *args], env=_env(**env),
-                          capture_output=True, text=True, timeout=30)
+    return run_cli(*args, **env)
 
 
 def test_token_command_mints_a_verifiable_token() -> None:
@@ -38,6 +29,12 @@ def test_token_command_mints_a_verifiable_token() -> None:
     assert out.returncode == 0, out.stderr
     who = verify_token(SECRET, out.stdout.strip())
     assert (who.user, who.name, who.grants.rooms) == ("u7", "Ann", ("a", "b-*"))
+    assert who.grants.publish and not who.grants.service
+
+
+def test_token_command_mints_a_media_worker_token() -> None:
+    who = verify_token(SECRET, mint("w1", "--service"))
+    assert who.grants.service and not who.grants.publish and who.grants.rooms == ("*",)
 
 
 def test_token_command_needs_the_secret() -> None:
@@ -55,31 +52,10 @@ def test_serve_refuses_bad_configuration(env: dict[str, str]) -> None:
     assert out.returncode == 2 and "configuration error" in out.stderr
 
 
-@dataclass
-class Served:
-    port: int
-    proc: subprocess.Popen[bytes]
-
-
 @pytest.fixture
 def served() -> Iterator[Served]:
-    """A node started by the console script, stopped with SIGTERM (and killed if it hangs)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "signaling", "serve", "--port", str(port)],
-        env=_env(MIKOTO_RTC_SECRET=SECRET, MIKOTO_RTC_SHUTDOWN_TIMEOUT="2",
-                 MIKOTO_RTC_DRAIN_TIMEOUT="2"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port("127.0.0.1", port)
-        yield Served(port, proc)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        finally:
-            proc.kill()
+    with serving() as node:
+        yield node
 
 
 async def test_served_node_takes_calls_with_cli_tokens(served: Served) -> None:
@@ -127,7 +103,7 @@ asyncio.run(main())
 def test_readme_serve_command_runs_the_demo_on_the_embedded_default() -> None:
     port = free_port()
     serve = Path(__file__).parent.parent / "scripts" / "serve"
-    with subprocess.Popen([str(serve), "--port", str(port)], env=_env(),
+    with subprocess.Popen([str(serve), "--port", str(port)], env=cli_env(),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           start_new_session=True) as proc:
         try:
