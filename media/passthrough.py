@@ -33,6 +33,15 @@ Keyframes: a sender cannot make a keyframe from packets, so a subscriber starts
 with (and, after an overflow, returns to) waiting for a keyframe, asking the
 publisher for one with a PLI; PLI/FIR from the subscriber's far end are relayed the same
 way. Requests to one publisher are throttled.
+
+Sender clocks: each track of a sender starts its RTP timestamps at a random value and
+counts in its own clock rate, so the audio and video of one publisher (and so their
+recordings) can only be lined up through RTCP sender reports, which pair an RTP timestamp
+with the sender's NTP wallclock. aiortc reads SRs only for statistics, so
+`enable_passthrough` also shadows `_handle_rtcp_packet` on the same receiver instance
+and keeps the latest SR as a `SenderClock`, expressed on the packets' own timeline:
+aiortc hands frames over with timestamps already unwrapped and rebased to 0 at the first
+frame, while an SR carries the raw, wrapping 32-bit RTP timestamp.
 """
 
 from __future__ import annotations
@@ -44,11 +53,13 @@ import logging
 import queue
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiortc
 from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtp import RtcpSrPacket
 from av.packet import Packet
 
 log = logging.getLogger(__name__)
@@ -63,6 +74,11 @@ _SUPPORTED_CODECS = frozenset({"video/vp8", "audio/opus"})
 _QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
 _STARTED_ATTR = "_RTCRtpReceiver__started"
 _KIND_ATTR = "_RTCRtpReceiver__kind"
+_MAPPER_ATTR = "_RTCRtpReceiver__timestamp_mapper"
+_RTCP_ATTR = "_handle_rtcp_packet"
+
+RTP_TIMESTAMP_MODULO = 1 << 32
+_NTP_UNIX_OFFSET = 2_208_988_800  # seconds from 1900-01-01 (NTP era 0) to 1970-01-01
 
 
 class PassthroughUnsupported(RuntimeError):
@@ -103,6 +119,44 @@ def vp8_frame_size(data: bytes) -> tuple[int, int] | None:
     return width, height
 
 
+def rtp_timestamp_delta(later: int, earlier: int) -> int:
+    """`later - earlier` for 32-bit RTP timestamps that may have wrapped in between: the
+    signed difference nearest to zero (valid for gaps under 2**31 ticks, 6.6 h at 90 kHz)."""
+    delta = (later - earlier) % RTP_TIMESTAMP_MODULO
+    return delta - RTP_TIMESTAMP_MODULO if delta >= RTP_TIMESTAMP_MODULO // 2 else delta
+
+
+def ntp_to_unix(ntp_timestamp: int) -> float:
+    """A 64-bit NTP timestamp (32.32 fixed point seconds since 1900) as Unix seconds."""
+    return (ntp_timestamp >> 32) - _NTP_UNIX_OFFSET + (ntp_timestamp & 0xFFFFFFFF) / (1 << 32)
+
+
+@dataclass(frozen=True, slots=True)
+class SenderClock:
+    """One RTCP sender report: the sender's wallclock at one instant of a track's RTP clock.
+
+    `pts` is that instant on the track's packet timeline (`packet.pts`), so a packet's
+    sending time is `time_at(packet.pts)`. Tracks of one sender share its wallclock, which
+    is what lines up their recordings; the wallclocks of different senders are only as
+    close as those machines' clocks.
+    """
+
+    ntp_time: float  # Unix seconds on the sender's wallclock
+    rtp_timestamp: int  # the raw RTP timestamp in the report (32 bits)
+    clock_rate: int  # RTP ticks per second
+    pts: int  # rtp_timestamp on the packet timeline: unwrapped, 0 at the receiver's first frame
+
+    def __post_init__(self) -> None:
+        if self.clock_rate <= 0:
+            raise ValueError(f"clock_rate must be positive, got {self.clock_rate}")
+        if not 0 <= self.rtp_timestamp < RTP_TIMESTAMP_MODULO:
+            raise ValueError(f"rtp_timestamp must fit 32 bits, got {self.rtp_timestamp}")
+
+    def time_at(self, pts: int) -> float:
+        """The sender's wallclock (Unix seconds) at packet timestamp `pts`."""
+        return self.ntp_time + (pts - self.pts) / self.clock_rate
+
+
 class PassthroughTrack(MediaStreamTrack):
     """A track of encoded `av.Packet`s that an RTCRtpSender packetizes without re-encoding.
 
@@ -110,9 +164,14 @@ class PassthroughTrack(MediaStreamTrack):
     drops the oldest packets under overload. For video, a subscriber only starts at a
     keyframe: until one arrives (at start, and again after an overflow broke the chain
     of frames) delta frames are discarded and a keyframe is requested.
+
+    `sender_clock` is the publisher's latest SenderClock, for a recorder to place the
+    track on the sender's wallclock; None until the publisher's first SR (or for a track
+    with no publisher).
     """
 
     def __init__(self, kind: str, *, request_keyframe: Callable[[], None] | None = None,
+                 sender_clock: Callable[[], SenderClock | None] | None = None,
                  max_queue: int = DEFAULT_MAX_QUEUE) -> None:
         super().__init__()
         if kind not in ("audio", "video"):
@@ -122,6 +181,7 @@ class PassthroughTrack(MediaStreamTrack):
         self.kind = kind
         self.max_queue = max_queue
         self._request_keyframe = request_keyframe
+        self._sender_clock = sender_clock
         self._packets: collections.deque[Packet[Any]] = collections.deque()
         self._ready = asyncio.Event()
         self._ended = False
@@ -129,6 +189,10 @@ class PassthroughTrack(MediaStreamTrack):
         self.waiting_for_keyframe = kind == "video"
         self.forwarded = 0  # packets returned by recv()
         self.dropped = 0  # packets discarded: overflow, or delta frames while waiting
+
+    @property
+    def sender_clock(self) -> SenderClock | None:
+        return self._sender_clock() if self._sender_clock is not None else None
 
     def push(self, packet: Packet[Any]) -> None:
         """Queue one packet (non-blocking; call from the event loop thread)."""
@@ -209,6 +273,7 @@ class PassthroughReceiver:
 
     Each subscriber is a PassthroughTrack; a packet goes to every live subscriber. Keyframe
     requests from subscribers become one PLI to the publisher per `keyframe_interval`.
+    `sender_clock` is the latest RTCP sender report from the publisher (see SenderClock).
     """
 
     def __init__(self, receiver: RTCRtpReceiver, *, keyframe_interval: float,
@@ -225,11 +290,18 @@ class PassthroughReceiver:
         self.packets = 0
         self.keyframes = 0
         self.plis_sent = 0
+        self.sender_reports = 0
+        self.sender_clock: SenderClock | None = None
+        # The last frame's (raw RTP timestamp, pts) and clock rate: an SR's raw timestamp is
+        # placed on the pts timeline next to it. An SR that comes before any frame waits.
+        self._last_rtp: tuple[int, int] | None = None
+        self._clock_rate: int | None = None
+        self._pending_sr: tuple[float, int] | None = None
 
     def subscribe(self, *, max_queue: int = DEFAULT_MAX_QUEUE) -> PassthroughTrack:
         """A new track of this receiver's packets; stop it to unsubscribe."""
         track = PassthroughTrack(self.kind, request_keyframe=self.request_keyframe,
-                                 max_queue=max_queue)
+                                 sender_clock=lambda: self.sender_clock, max_queue=max_queue)
         if self.ended:
             track.end()
             return track
@@ -261,6 +333,13 @@ class PassthroughReceiver:
                 self._warned.add(mime)
                 log.warning("passthrough does not support %s; its frames are dropped", mime)
             return
+        # The mapper has just rebased this frame's timestamp: undo it for the raw RTP value.
+        origin: int = getattr(self.receiver, _MAPPER_ATTR)._origin
+        self._last_rtp = ((origin + frame.timestamp) % RTP_TIMESTAMP_MODULO, frame.timestamp)
+        self._clock_rate = int(codec.clockRate)
+        if self._pending_sr is not None:
+            self._set_sender_clock(*self._pending_sr)
+            self._pending_sr = None
         data: bytes = frame.data
         packet = Packet(data)
         packet.pts = packet.dts = frame.timestamp
@@ -272,6 +351,26 @@ class PassthroughReceiver:
         self._subscribers = live
         for track in live:
             track.push(packet)
+
+    def _on_rtcp(self, packet: Any) -> None:
+        if not isinstance(packet, RtcpSrPacket):
+            return
+        info = packet.sender_info
+        if info.ntp_timestamp == 0:
+            return  # aiortc reports before its first RTP packet: no mapping yet
+        self.sender_reports += 1
+        ntp_time = ntp_to_unix(info.ntp_timestamp)
+        if self._last_rtp is None:
+            self._pending_sr = (ntp_time, info.rtp_timestamp)
+        else:
+            self._set_sender_clock(ntp_time, info.rtp_timestamp)
+
+    def _set_sender_clock(self, ntp_time: float, rtp_timestamp: int) -> None:
+        assert self._last_rtp is not None and self._clock_rate is not None
+        last_raw, last_pts = self._last_rtp
+        pts = last_pts + rtp_timestamp_delta(rtp_timestamp, last_raw)
+        self.sender_clock = SenderClock(ntp_time=ntp_time, rtp_timestamp=rtp_timestamp,
+                                        clock_rate=self._clock_rate, pts=pts)
 
     def _on_end(self) -> None:
         self.ended = True
@@ -288,13 +387,16 @@ def enable_passthrough(receiver: RTCRtpReceiver, *,
     Call it before the receiver starts: in the peer connection's "track" handler, or
     after `setRemoteDescription` and before the connection is up. Its own `receiver.track`
     then yields nothing and ends when the receiver stops; read `subscribe()` tracks instead.
+    The receiver's RTCP sender reports also feed the handle's `sender_clock`.
     Raises PassthroughUnsupported for an untested aiortc or a receiver already started.
     """
     check_aiortc_version()
     current = getattr(receiver, _QUEUE_ATTR, None)
     if (type(current) is not queue.Queue
             or not isinstance(getattr(receiver, _STARTED_ATTR, None), bool)
-            or getattr(receiver, _KIND_ATTR, None) not in ("audio", "video")):
+            or getattr(receiver, _KIND_ATTR, None) not in ("audio", "video")
+            or not hasattr(getattr(receiver, _MAPPER_ATTR, None), "_origin")
+            or not callable(getattr(receiver, _RTCP_ATTR, None))):
         if isinstance(current, _PacketTap):
             raise PassthroughUnsupported("passthrough is already enabled on this receiver")
         raise PassthroughUnsupported("RTCRtpReceiver internals differ from the tested aiortc")
@@ -302,6 +404,15 @@ def enable_passthrough(receiver: RTCRtpReceiver, *,
         raise PassthroughUnsupported("the receiver has started; enable passthrough before")
     handle = PassthroughReceiver(receiver, keyframe_interval=keyframe_interval)
     setattr(receiver, _QUEUE_ATTR, _PacketTap(handle._on_frame, handle._on_end))
+    handle_rtcp = getattr(receiver, _RTCP_ATTR)
+
+    async def handle_rtcp_packet(packet: Any) -> None:
+        handle._on_rtcp(packet)
+        await handle_rtcp(packet)
+
+    # Shadowed on this instance, like the queue: the DTLS transport looks the method up on
+    # the receiver for every RTCP packet routed to it.
+    setattr(receiver, _RTCP_ATTR, handle_rtcp_packet)
     return handle
 
 

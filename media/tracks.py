@@ -69,13 +69,28 @@ class SyntheticVideoTrack(MediaStreamTrack):
     def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0) -> None:
         super().__init__()
         check_video_format(width, height, fps)
-        self.width, self.height, self.fps = width, height, fps
+        self.fps = fps
         self._index = 0
         self._pacer = _Pacer()
+        self._set_size(width, height)
+
+    def _set_size(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
         self._cell = _index_cell(width, height)
-        # Drawn once: a horizontal luma ramp over neutral chroma; frames copy it.
+        # Drawn once per size: a horizontal luma ramp over neutral chroma; frames copy it.
         self._template = np.full((height * 3 // 2, width), _NEUTRAL_CHROMA, dtype=np.uint8)
         self._template[:height] = np.linspace(_BLACK, _WHITE, width, dtype=np.uint8)
+
+    @property
+    def frame_count(self) -> int:
+        """Frames returned by `recv()` so far (what a sender pulled and sent)."""
+        return self._index
+
+    def resize(self, width: int, height: int) -> None:
+        """Make the following frames `width`x`height`, as a camera or a sender under load does
+        mid-call (aiortc's encoder then starts again with a keyframe of the new size)."""
+        check_video_format(width, height, self.fps)
+        self._set_size(width, height)
 
     async def recv(self) -> VideoFrame:
         if self.readyState != "live":
@@ -138,6 +153,11 @@ class SineAudioTrack(MediaStreamTrack):
         self._next_sample = 0
         self._pacer = _Pacer()
         self._time_base = fractions.Fraction(1, sample_rate)
+
+    @property
+    def frame_count(self) -> int:
+        """Frames returned by `recv()` so far (what a sender pulled and sent)."""
+        return self._next_sample // self.samples_per_frame
 
     async def recv(self) -> AudioFrame:
         if self.readyState != "live":

@@ -1,4 +1,5 @@
-"""Helpers shared by the media tests: joining peers, polling for a condition, media tasks."""
+"""Helpers shared by the media tests: joining peers, polling for a condition, media tasks,
+and bare aiortc peer connections wired in-process."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc.mediastreams import MediaStreamError
+
 from media import HeadlessPeer, SyntheticMedia
+from media.taskutil import cancel_and_wait
 
 from .conftest import Node
 
@@ -46,3 +51,62 @@ async def peer_joiner(node: Node, *, media: SyntheticMedia, room: str) -> AsyncI
     finally:
         for peer in peers:
             await peer.close()
+
+
+PcFactory = Callable[[], RTCPeerConnection]
+
+
+@asynccontextmanager
+async def peer_connections() -> AsyncIterator[PcFactory]:
+    """Make RTCPeerConnections (`make()`); all closed on exit."""
+    pcs: list[RTCPeerConnection] = []
+
+    def make() -> RTCPeerConnection:
+        pc = RTCPeerConnection()
+        pcs.append(pc)
+        return pc
+
+    try:
+        yield make
+    finally:
+        for pc in pcs:
+            await pc.close()
+
+
+def prefer_vp8(pc: RTCPeerConnection) -> None:
+    caps = RTCRtpSender.getCapabilities("video")
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind == "video":
+            transceiver.setCodecPreferences(
+                [c for c in caps.codecs if c.mimeType == "video/VP8"])
+
+
+async def connect(offerer: RTCPeerConnection, answerer: RTCPeerConnection) -> None:
+    """Offer/answer in-process (aiortc gathers all candidates before returning a description)."""
+    prefer_vp8(offerer)
+    await offerer.setLocalDescription(await offerer.createOffer())
+    await answerer.setRemoteDescription(offerer.localDescription)
+    await answerer.setLocalDescription(await answerer.createAnswer())
+    await offerer.setRemoteDescription(answerer.localDescription)
+
+
+def receiver_of(pc: RTCPeerConnection, track: MediaStreamTrack) -> RTCRtpReceiver:
+    return next(t.receiver for t in pc.getTransceivers() if t.receiver.track is track)
+
+
+class Reader:
+    """Reads a track until it ends, keeping everything it returned."""
+
+    def __init__(self, track: MediaStreamTrack) -> None:
+        self.items: list[Any] = []
+        self.task = asyncio.create_task(self._run(track), name="media-test-reader")
+
+    async def _run(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                self.items.append(await track.recv())
+            except MediaStreamError:
+                return
+
+    async def close(self) -> None:
+        await cancel_and_wait(self.task)

@@ -6,16 +6,17 @@ import asyncio
 import fractions
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import aiortc.codecs
 import aiortc.rtcrtpreceiver
-import av
 import pytest
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpreceiver import TimestampMapper
+from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
 from av import VideoFrame
 from av.packet import Packet
 
@@ -23,70 +24,24 @@ from media.passthrough import (
     PassthroughReceiver,
     PassthroughTrack,
     PassthroughUnsupported,
+    SenderClock,
     check_aiortc_version,
     enable_passthrough,
     is_vp8_keyframe,
+    ntp_to_unix,
     relay_keyframe_requests,
+    rtp_timestamp_delta,
     vp8_frame_size,
 )
-from media.taskutil import cancel_and_wait
 from media.tracks import SyntheticVideoTrack, read_frame_index
-from media.webm import WebmRecorder
 
-from .media_fixtures import eventually
-
-PcFactory = Callable[[], RTCPeerConnection]
+from .media_fixtures import PcFactory, Reader, connect, eventually, peer_connections, receiver_of
 
 
 @pytest.fixture
 async def make_pc() -> AsyncIterator[PcFactory]:
-    pcs: list[RTCPeerConnection] = []
-
-    def make() -> RTCPeerConnection:
-        pc = RTCPeerConnection()
-        pcs.append(pc)
-        return pc
-
-    yield make
-    for pc in pcs:
-        await pc.close()
-
-
-def prefer_vp8(pc: RTCPeerConnection) -> None:
-    caps = RTCRtpSender.getCapabilities("video")
-    for transceiver in pc.getTransceivers():
-        transceiver.setCodecPreferences([c for c in caps.codecs if c.mimeType == "video/VP8"])
-
-
-async def connect(offerer: RTCPeerConnection, answerer: RTCPeerConnection) -> None:
-    """Offer/answer in-process (aiortc gathers all candidates before returning a description)."""
-    prefer_vp8(offerer)
-    await offerer.setLocalDescription(await offerer.createOffer())
-    await answerer.setRemoteDescription(offerer.localDescription)
-    await answerer.setLocalDescription(await answerer.createAnswer())
-    await offerer.setRemoteDescription(answerer.localDescription)
-
-
-class Reader:
-    """Reads a track until it ends, keeping everything it returned."""
-
-    def __init__(self, track: MediaStreamTrack) -> None:
-        self.items: list[Any] = []
-        self.task = asyncio.create_task(self._run(track), name="media-test-reader")
-
-    async def _run(self, track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                self.items.append(await track.recv())
-            except MediaStreamError:
-                return
-
-    async def close(self) -> None:
-        await cancel_and_wait(self.task)
-
-
-def receiver_of(pc: RTCPeerConnection, track: MediaStreamTrack) -> RTCRtpReceiver:
-    return next(t.receiver for t in pc.getTransceivers() if t.receiver.track is track)
+    async with peer_connections() as make:
+        yield make
 
 
 def packet(data: bytes, keyframe: bool) -> Packet[Any]:
@@ -109,6 +64,53 @@ def test_vp8_keyframe_header() -> None:
     key = bytes([0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A, 0x40, 0x01, 0xF0, 0x00])
     assert is_vp8_keyframe(key) and vp8_frame_size(key) == (320, 240)
     assert not is_vp8_keyframe(b"\x31\x02\x00") and vp8_frame_size(b"\x31\x02\x00") is None
+
+
+def test_rtp_timestamps_and_sender_clocks() -> None:
+    assert rtp_timestamp_delta(10, 2**32 - 5) == 15  # across the wrap
+    assert rtp_timestamp_delta(2**32 - 5, 10) == -15
+    assert rtp_timestamp_delta(2**33 + 7, 2**32 + 4) == 3  # already unwrapped values too
+    assert ntp_to_unix((2_208_988_800 + 1_700_000_000) << 32 | 1 << 31) == 1_700_000_000.5
+    clock = SenderClock(ntp_time=100.0, rtp_timestamp=5, clock_rate=90_000, pts=90_000)
+    assert clock.time_at(0) == 99.0 and clock.time_at(135_000) == 100.5
+    with pytest.raises(ValueError):
+        SenderClock(ntp_time=0.0, rtp_timestamp=0, clock_rate=0, pts=0)
+    with pytest.raises(ValueError):
+        SenderClock(ntp_time=0.0, rtp_timestamp=2**32, clock_rate=1, pts=0)
+    track = PassthroughTrack("audio", sender_clock=lambda: clock)
+    assert track.sender_clock is clock and PassthroughTrack("audio").sender_clock is None
+
+
+def test_sender_reports_become_a_clock_on_the_packet_timeline() -> None:
+    # What the hooks see: frames with timestamps aiortc's mapper rebased, SRs with raw ones.
+    mapper = TimestampMapper()
+    receiver: Any = SimpleNamespace(_RTCRtpReceiver__kind="audio",
+                                    _RTCRtpReceiver__timestamp_mapper=mapper)
+    handle = PassthroughReceiver(receiver, keyframe_interval=1.0)
+    opus = SimpleNamespace(mimeType="audio/opus", clockRate=48_000)
+
+    def frame(rtp: int) -> None:
+        handle._on_frame(opus, SimpleNamespace(data=b"\xfc", timestamp=mapper.map(rtp)))
+
+    def report(unix: float, rtp: int) -> None:
+        ntp = round((unix + 2_208_988_800) * 2**32) if unix else 0
+        handle._on_rtcp(RtcpSrPacket(ssrc=1, sender_info=RtcpSenderInfo(
+            ntp_timestamp=ntp, rtp_timestamp=rtp, packet_count=1, octet_count=1)))
+
+    def clock() -> SenderClock:
+        assert handle.sender_clock is not None
+        return handle.sender_clock
+
+    first = 2**32 - 960  # the stream wraps after one 20 ms frame
+    report(0, 0)  # aiortc's SR before it has sent anything: ignored
+    report(999.98, first - 960)  # before any frame: waits for one to place it
+    assert handle.sender_clock is None and handle.sender_reports == 1
+    frame(first)
+    assert clock().pts == -960 and clock().time_at(0) == pytest.approx(1000.0)
+    frame(0)  # wrapped: pts 960
+    report(1000.04, 960)
+    assert (clock().rtp_timestamp, clock().pts, handle.sender_reports) == (960, 1920, 2)
+    assert clock().time_at(0) == pytest.approx(1000.0)
 
 
 async def test_new_video_subscriber_waits_for_keyframe_and_asks_for_one() -> None:
@@ -229,30 +231,3 @@ async def test_hook_refuses_started_or_hooked_receivers(make_pc: PcFactory) -> N
             enable_passthrough(other)
     finally:
         other._RTCRtpReceiver__started = False  # type: ignore[attr-defined]  # or close() hangs
-
-
-@pytest.mark.media
-async def test_records_passthrough_packets_to_webm(make_pc: PcFactory, tmp_path: Path) -> None:
-    source = SyntheticVideoTrack(320, 240, fps=15)
-    publisher, worker = make_pc(), make_pc()
-    publisher.addTrack(source)
-    hooked: list[PassthroughReceiver] = []
-    worker.on("track", lambda track: hooked.append(
-        enable_passthrough(receiver_of(worker, track))))
-    await connect(publisher, worker)
-    recorder = WebmRecorder(tmp_path / "call.webm", hooked[0].subscribe())
-    recorder.start()
-    await eventually(lambda: recorder.packets >= 25, timeout=15)
-    await recorder.close()
-    source.stop()
-
-    with av.open(str(tmp_path / "call.webm")) as container:
-        assert container.streams.video[0].codec_context.name == "vp8"
-        frames = list(container.decode(video=0))
-    assert recorder.size == (320, 240)
-    assert len(frames) >= 0.9 * recorder.packets
-    print(f"\nwebm: {recorder.packets} packets muxed, {len(frames)} frames decoded")
-    assert {(f.width, f.height) for f in frames} == {(320, 240)}
-    indices = [read_frame_index(f) for f in frames]
-    assert indices == sorted(indices) and frames[-1].time == pytest.approx(
-        (indices[-1] - indices[0]) / 15, abs=0.05)
