@@ -163,6 +163,11 @@ class PeerLink:
         return self._pc.createDataChannel(label)
 
     @property
+    def sources(self) -> tuple[MediaStreamTrack, ...]:
+        """The synthetic tracks the current peer connection sends (empty for a worker's)."""
+        return tuple(self._sources)
+
+    @property
     def pc(self) -> RTCPeerConnection | None:
         """The current peer connection (replaced after a glare; None before the first)."""
         return self._pc

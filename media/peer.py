@@ -22,6 +22,7 @@ from signaling.client import (
     MediaReport,
     ParticipantJoined,
     ParticipantLeft,
+    RecordingState,
     RequestError,
     SessionStarted,
     SignalingClient,
@@ -37,7 +38,7 @@ from .tracks import SyntheticMedia
 
 log = logging.getLogger(__name__)
 
-_ROOM_SCOPED = (SignalReceived, ParticipantJoined, ParticipantLeft)
+_ROOM_SCOPED = (SignalReceived, ParticipantJoined, ParticipantLeft, RecordingState)
 
 _POLL_INTERVAL = 0.05
 
@@ -89,6 +90,8 @@ class HeadlessPeer:
         self._joined: JoinedRoom | None = None
         self._configuration: RTCConfiguration | None = None
         self._links: dict[ParticipantId, PeerLink] = {}
+        # While the room is recorded: our one connection sending our media to the worker.
+        self._upstream: PeerLink | None = None
         # Our perfect-negotiation role toward participants who joined after us but
         # whose first offer has not come yet.
         self._later_joiners: dict[ParticipantId, bool] = {}
@@ -130,6 +133,8 @@ class HeadlessPeer:
             # We joined later, so we are polite; the ack says so too.
             polite = True if participant.polite is None else participant.polite
             self._open_link(participant.id, polite).offer()
+        if joined.recording is not None and joined.recording.get("worker"):
+            self._open_upstream(ParticipantId(joined.recording["worker"]))
         self._router = asyncio.create_task(self._route(), name=f"media-peer:{joined.self_id}")
         return joined
 
@@ -276,8 +281,14 @@ class HeadlessPeer:
             self.files.handle(event)
         elif not isinstance(event, _ROOM_SCOPED) or event.room != room:
             return
+        elif isinstance(event, RecordingState):
+            await self._close_upstream()
+            if event.active and event.worker is not None:
+                self._open_upstream(event.worker)
         elif isinstance(event, SignalReceived):
-            if event.sender not in self._gone:
+            if self._upstream is not None and event.sender == self._upstream.remote:
+                self._upstream.deliver(event)
+            elif event.sender not in self._gone:
                 self._link_for(event.sender).deliver(event)
         elif isinstance(event, ParticipantJoined):
             # It will offer to us (it is the joiner); we only note our role.
@@ -307,6 +318,23 @@ class HeadlessPeer:
         self._links[remote] = link
         return link
 
+    def _open_upstream(self, worker: ParticipantId) -> None:
+        assert self._configuration is not None
+        self._upstream = PeerLink(worker, polite=False, configuration=self._configuration,
+                                  media=self._media, send=self._sender(worker),
+                                  send_loss=self._send_loss)
+        self._upstream.offer()
+
+    async def _close_upstream(self) -> None:
+        upstream, self._upstream = self._upstream, None
+        if upstream is not None:
+            await upstream.close()
+
+    @property
+    def upstream(self) -> PeerLink | None:
+        """The connection sending our media to the room's recording worker, if any."""
+        return self._upstream
+
     def _on_data_channel(self, link: PeerLink, channel: RTCDataChannel) -> None:
         self.files.on_data_channel(link, channel)
 
@@ -322,6 +350,7 @@ class HeadlessPeer:
         return send
 
     async def _close_links(self) -> None:
+        await self._close_upstream()
         links = dict(self._links)
         await asyncio.gather(*(link.close() for link in links.values()))
         for remote in links:

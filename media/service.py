@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+from pathlib import Path
 
 from .taskutil import cancel_and_wait
 from .worker import MediaWorker
@@ -16,11 +17,11 @@ log = logging.getLogger(__name__)
 _PARENT_POLL = 1.0
 
 
-async def serve_worker(url: str, token: str, *, capacity: int,
+async def serve_worker(url: str, token: str, *, capacity: int, recordings_dir: Path,
                        parent: int | None = None) -> None:
     """Run a worker until a signal, or until process `parent` is gone (a worker that
     `mikoto-rtc serve` started must not outlive it, even when serve is killed)."""
-    worker = MediaWorker(url, token, capacity=capacity)
+    worker = MediaWorker(url, token, capacity=capacity, recordings_dir=recordings_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 from signaling.client import (
     Event,
     MediaEnded,
+    ParticipantInfo,
+    ParticipantJoined,
     ParticipantLeft,
     RequestError,
     SessionStarted,
@@ -33,11 +36,13 @@ from .echo import EchoJob
 from .ice import rtc_configuration
 from .link import SendSignal
 from .passthrough import check_aiortc_version
+from .recording import RecordJob
 from .taskutil import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
-KINDS = ("echo",)
+KINDS = ("echo", "record")
+Job = EchoJob | RecordJob
 _CONNECT_BACKOFF = (0.2, 5.0)  # first and largest delay between connect attempts
 
 
@@ -45,24 +50,27 @@ class MediaWorker:
     """Owns one SignalingClient and every job it runs."""
 
     def __init__(self, url: str, token: str, *, capacity: int = 32,
-                 relay_only: bool = False) -> None:
+                 recordings_dir: Path = Path("recordings"), relay_only: bool = False) -> None:
         check_aiortc_version()  # refuse to start on an aiortc the passthrough hook doesn't know
         self.capacity = capacity
+        self.recordings_dir = recordings_dir
         self._relay_only = relay_only
         self._client = SignalingClient(url, token)
         self._client.serve("media:assign", self._assign)
         self._client.subscribe(self._on_event)
-        self._jobs: dict[str, EchoJob] = {}
+        self._jobs: dict[str, Job] = {}
         self._job_rooms: dict[str, RoomId] = {}
         # Our hidden participant and ICE servers in each room we have a job in.
         self._rooms: dict[RoomId, tuple[ParticipantId, list[dict[str, Any]]]] = {}
+        # Who is in each of those rooms (for recordings' catalogs).
+        self._rosters: dict[RoomId, dict[ParticipantId, ParticipantInfo]] = {}
         self._registered = asyncio.Event()
         self._entering = asyncio.Lock()  # one join per room, however many jobs arrive at once
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
 
     @property
-    def jobs(self) -> dict[str, EchoJob]:
+    def jobs(self) -> dict[str, Job]:
         return dict(self._jobs)
 
     @property
@@ -109,14 +117,22 @@ class MediaWorker:
             return {"ok": False, "error": {"code": "unavailable",
                                            "message": f"this worker does not do {kind}"}}
         me, servers = await self._enter(room)
-        job = EchoJob(job_id, requester, duration=float(data["duration"]),
-                      configuration=rtc_configuration(servers, relay_only=self._relay_only),
-                      send=self._sender(room, requester),
-                      send_report=lambda r: self._report(job_id, r), on_done=self._job_done)
+        configuration = rtc_configuration(servers, relay_only=self._relay_only)
+        job: Job
+        if kind == "echo":
+            job = EchoJob(job_id, requester, duration=float(data["duration"]),
+                          configuration=configuration, send=self._sender(room, requester),
+                          send_report=lambda r: self._report(job_id, r), on_done=self._job_done)
+        else:
+            job = RecordJob(job_id, str(data["recording"]), room, directory=self.recordings_dir,
+                            started_at=float(data["startedAt"]) / 1000, by=str(data["by"]),
+                            configuration=configuration,
+                            sender=lambda to: self._sender(room, to),
+                            roster=self._rosters.setdefault(room, {}))
         self._jobs[job_id] = job
         self._job_rooms[job_id] = room
         self._spawn(self._report_load())
-        log.info("job %s: echo for %s in %s", job_id, requester, room)
+        log.info("job %s: %s for %s in %s", job_id, kind, requester, room)
         return {"ok": True, "participant": me}
 
     async def _enter(self, room: RoomId) -> tuple[ParticipantId, list[dict[str, Any]]]:
@@ -124,6 +140,8 @@ class MediaWorker:
             if room not in self._rooms:
                 joined = await self._client.join(room, hidden=True)
                 self._rooms[room] = (joined.self_id, list(joined.ice_servers))
+                self._rosters.setdefault(room, {}).update(
+                    (p.id, p) for p in joined.participants)
             return self._rooms[room]
 
     def _sender(self, room: RoomId, to: ParticipantId) -> SendSignal:
@@ -151,20 +169,36 @@ class MediaWorker:
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, SignalReceived):
-            for job_id, job in self._jobs.items():
-                if job.requester == event.sender and self._job_rooms[job_id] == event.room:
-                    job.deliver(event)
-                    return
+            self._route(event)
         elif isinstance(event, MediaEnded):
             self._spawn(self._end(event.job, tell_node=False))
+        elif isinstance(event, ParticipantJoined):
+            self._rosters.setdefault(event.room, {})[event.participant.id] = event.participant
         elif isinstance(event, ParticipantLeft):
+            self._rosters.get(event.room, {}).pop(event.id, None)
             for job_id, job in list(self._jobs.items()):
-                if job.requester == event.id:
+                if isinstance(job, EchoJob) and job.requester == event.id:
                     self._spawn(self._end(job_id, tell_node=False))
+                elif isinstance(job, RecordJob) and job.room == event.room:
+                    self._spawn(job.participant_left(event.id))
         elif isinstance(event, SessionStarted) and not event.resumed and self._registered.is_set():
             # The node dropped our session (and failed our jobs): start over.
             self._rooms.clear()
             self._spawn(self._restart())
+
+    def _route(self, signal: SignalReceived) -> None:
+        """A signal goes to the echo test its sender asked for, else to the room's recording."""
+        in_room = [(j, job) for j, job in self._jobs.items()
+                   if self._job_rooms[j] == signal.room]
+        for _, job in in_room:
+            if isinstance(job, EchoJob) and job.requester == signal.sender:
+                job.deliver(signal)
+                return
+        for _, job in in_room:
+            if isinstance(job, RecordJob):
+                job.deliver(signal)
+                return
+        log.debug("signal from %s in %s matches no job", signal.sender, signal.room)
 
     async def _restart(self) -> None:
         await self._end_all(tell_node=False)
@@ -186,6 +220,7 @@ class MediaWorker:
                 log.debug("release of %s: %s", job_id, exc)
         if room not in self._job_rooms.values() and room in self._rooms:
             del self._rooms[room]
+            self._rosters.pop(room, None)
             if self._client.connected:
                 try:
                     await self._client.leave(room)

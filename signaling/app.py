@@ -15,6 +15,8 @@ from .files import FileService
 from .http import CONFIG, add_routes
 from .media_edge import MediaEdge
 from .push import LogPush, PushHook, WebhookPush
+from .recording_edge import RecordingEdge
+from .recordings import RecordingStore
 from .rooms import RoomService
 from .workers import WorkerRegistry
 
@@ -25,6 +27,7 @@ SIO = web.AppKey("sio", socketio.AsyncServer)
 EDGE = web.AppKey("edge", SignalingEdge)
 RELAY = web.AppKey("relay", FileRelay)
 WORKERS = web.AppKey("workers", WorkerRegistry)
+RECORDINGS = web.AppKey("recordings", RecordingEdge)
 
 # engine.io's own frame cap: an SDP at the cap plus JSON framing must fit.
 PACKET_OVERHEAD = 16 * 1024
@@ -52,7 +55,11 @@ def create_app(config: Config) -> web.Application:
     files = FileService(config.file_max_bytes, keep=config.file_ttl)
     edge = app[EDGE] = SignalingEdge(sio, config, rooms, push, files)
     workers = app[WORKERS] = WorkerRegistry()
-    MediaEdge(edge, workers, config)
+    media = MediaEdge(edge, workers, config)
+    recordings = app[RECORDINGS] = RecordingEdge(edge, media,
+                                                 RecordingStore(config.recordings_dir),
+                                                 config.secret)
+    recordings.add_routes(app)
     relay = app[RELAY] = FileRelay(config.file_dir, config.file_relay_max_bytes,
                                    config.file_ttl, config.secret, files, edge.file_changed)
     relay.add_routes(app)

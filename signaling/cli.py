@@ -112,7 +112,8 @@ def _media_worker(args: argparse.Namespace) -> None:
     from media.service import serve_worker  # the node itself never needs aiortc
 
     asyncio.run(serve_worker(config.worker_url, config.worker_token,
-                             capacity=config.worker_capacity, parent=args.parent))
+                             capacity=config.worker_capacity,
+                             recordings_dir=config.recordings_dir, parent=args.parent))
 
 
 def _probe(args: argparse.Namespace) -> None:

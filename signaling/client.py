@@ -74,6 +74,8 @@ class JoinedRoom:
     name: str
     participants: list[ParticipantInfo]
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    # The room's running recording (a `recording:state` payload without room and seq).
+    recording: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +163,22 @@ class FileState:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordingState:
+    """A room's recording started, moved to another worker, or stopped (a room event)."""
+
+    room: RoomId
+    seq: int
+    recording: str
+    active: bool
+    by: str | None
+    started_at: int
+    # The worker to send our media to while active (docs/protocol.md, "Recording").
+    worker: ParticipantId | None = None
+    reason: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class MediaJob:
     """A media job the node gave to a worker; negotiate with `worker` by `signal`."""
 
@@ -195,7 +213,7 @@ class Disconnected:
 
 Event = (ParticipantJoined | ParticipantLeft | ParticipantUpdated | SignalReceived
          | ConnectionChanged | SessionStarted | Draining | CallIncoming | CallStateChanged
-         | FileState | MediaReport | MediaEnded | Disconnected)
+         | FileState | MediaReport | MediaEnded | RecordingState | Disconnected)
 Subscriber = Callable[[Event], None]
 
 
@@ -249,6 +267,12 @@ def _media_ended(d: dict[str, Any]) -> MediaEnded:
                       reason=str(d["reason"]), error=d.get("error"))
 
 
+def _recording(d: dict[str, Any]) -> RecordingState:
+    return RecordingState(room=RoomId(d["room"]), seq=d["seq"], recording=str(d["recording"]),
+                          active=bool(d["active"]), by=d.get("by"), started_at=d["startedAt"],
+                          worker=d.get("worker"), reason=d.get("reason"), data=d)
+
+
 def _draining(d: dict[str, Any]) -> Draining:
     return Draining(reconnect_in=int(d["reconnectIn"]))
 
@@ -264,10 +288,11 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Event]] = {
     "file:state": _file_state,
     "media:report": _media_report,
     "media:ended": _media_ended,
+    "recording:state": _recording,
 }
 
 
-_ROOM_EVENTS = (ParticipantJoined, ParticipantLeft, ParticipantUpdated)
+_ROOM_EVENTS = (ParticipantJoined, ParticipantLeft, ParticipantUpdated, RecordingState)
 _MAX_SENDS = 3
 _SESSION_LOST = frozenset({"not_found", "forbidden", "conflict"})
 
@@ -449,7 +474,7 @@ class SignalingClient:
             room=RoomId(ack["room"]), seq=ack["seq"], self_id=ParticipantId(me["id"]),
             user=UserId(me["user"]), name=me["name"],
             participants=[ParticipantInfo.from_wire(p) for p in ack["participants"]],
-            ice_servers=ack["iceServers"],
+            ice_servers=ack["iceServers"], recording=ack.get("recording"),
         )
 
     async def leave(self, room: str) -> None:
@@ -529,6 +554,13 @@ class SignalingClient:
 
     async def release_media(self, job: str) -> None:
         await self.request("media:release", {"job": job})
+
+    async def start_recording(self, room: str) -> dict[str, Any]:
+        """Start recording a room (grant `record`); returns the state (`recording` is its id)."""
+        return await self.request("recording:start", {"room": room})
+
+    async def stop_recording(self, room: str) -> dict[str, Any]:
+        return await self.request("recording:stop", {"room": room})
 
     def serve(self, event: str, handler: Callable[[Any], Awaitable[dict[str, Any]]]) -> None:
         """Answer the server's calls of `event` (e.g. `media:assign`): the dict `handler`

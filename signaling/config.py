@@ -67,6 +67,8 @@ class Config:
     worker_url: str | None = None
     worker_token: str | None = field(default=None, repr=False)
     echo_duration: float = 8.0
+    # Where media workers write recordings and the node serves them from (shared by both).
+    recordings_dir: Path = Path("recordings")
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

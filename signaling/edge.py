@@ -97,6 +97,7 @@ class SignalingEdge:
         self._tasks: set[asyncio.Task[None]] = set()
         self._left_listeners: list[LeftListener] = []
         self._ended_listeners: list[EndedListener] = []
+        self._join_extras: list[Callable[[RoomId], Ack]] = []
         handlers: dict[ClientEvent, Handler] = {
             ClientEvent.ROOM_JOIN: self._join,
             ClientEvent.ROOM_LEAVE: self._leave,
@@ -133,6 +134,13 @@ class SignalingEdge:
 
     def on_session_ended(self, listener: EndedListener) -> None:
         self._ended_listeners.append(listener)
+
+    def add_to_join_ack(self, fields: Callable[[RoomId], Ack]) -> None:
+        """Add `fields(room)` to every `room:join` ack (the room's state kept elsewhere)."""
+        self._join_extras.append(fields)
+
+    async def emit_room(self, event: RoomEvent) -> None:
+        await self._emit_room(event)
 
     async def send(self, session_id: SessionId, event: ServerEvent, payload: Ack) -> bool:
         """Emit to a session's current connection; False when it has none."""
@@ -329,6 +337,7 @@ class SignalingEdge:
             self={"id": me.id, "user": me.user, "name": me.name},
             participants=[{**p.public(), "polite": True} for p in joined.others],
             iceServers=ice_servers(self._config, who.user),
+            **{k: v for extra in self._join_extras for k, v in extra(req.room).items()},
         )
 
     async def _leave(self, session: Session, data: object) -> Ack:

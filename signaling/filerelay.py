@@ -11,9 +11,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .auth import Identity, verify_token
+from .auth import Identity
 from .errors import Conflict, ErrorCode, Forbidden, NotFound, RtcError
 from .files import FileService, Transfer, TransferState
+from .httputil import ascii_filename, error_response, error_status, identity
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,7 @@ class FileRelay:
             await self._sweeper
 
     def _identity(self, request: web.Request) -> Identity:
-        header = request.headers.get("Authorization", "")
-        token = header[7:] if header.startswith("Bearer ") else request.query.get("token")
-        return verify_token(self._secret, token)
+        return identity(request, self._secret)
 
     async def upload(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -64,7 +63,7 @@ class FileRelay:
             if transfer.id in self._uploading:
                 raise Conflict("an upload of this transfer is under way")
         except RtcError as exc:
-            return _error(exc)
+            return error_response(exc)
         self._uploading.add(transfer.id)
         try:
             return await self._receive(request, transfer)
@@ -74,7 +73,7 @@ class FileRelay:
     async def _receive(self, request: web.Request, transfer: Transfer) -> web.StreamResponse:
         limit = min(self._max, transfer.offer.size)
         if request.content_length is not None and request.content_length > limit:
-            return _error_status(413, ErrorCode.BAD_REQUEST, f"larger than {limit} bytes")
+            return error_status(413, ErrorCode.BAD_REQUEST, f"larger than {limit} bytes")
         path = self._root / transfer.id
         received, reported = 0, 0.0
         try:
@@ -82,7 +81,7 @@ class FileRelay:
                 async for chunk in request.content.iter_chunked(CHUNK):
                     received += len(chunk)
                     if received > limit:
-                        return _error_status(413, ErrorCode.BAD_REQUEST,
+                        return error_status(413, ErrorCode.BAD_REQUEST,
                                              f"larger than {limit} bytes")
                     await asyncio.to_thread(out.write, chunk)
                     if time.monotonic() - reported >= REPORT_EVERY:
@@ -94,7 +93,7 @@ class FileRelay:
                 path.unlink(missing_ok=True)
         if received != transfer.offer.size:
             path.unlink(missing_ok=True)
-            return _error_status(400, ErrorCode.BAD_REQUEST,
+            return error_status(400, ErrorCode.BAD_REQUEST,
                                  f"got {received} of {transfer.offer.size} bytes")
         transfer.relay_path = path
         transfer.relay_done = True
@@ -113,10 +112,10 @@ class FileRelay:
             if not transfer.relay_done or path is None or not path.exists():
                 raise NotFound("the file is not on the relay")
         except RtcError as exc:
-            return _error(exc)
+            return error_response(exc)
         return web.FileResponse(path, headers={
             "Content-Type": "application/octet-stream",
-            "Content-Disposition": f'attachment; filename="{_ascii(transfer.offer.name)}"',
+            "Content-Disposition": f'attachment; filename="{ascii_filename(transfer.offer.name)}"',
         })
 
     async def _sweep_forever(self) -> None:
@@ -139,20 +138,3 @@ class FileRelay:
                 if transfer is not None:
                     transfer.relay_done = False
                     transfer.relay_path = None
-
-
-def _ascii(name: str) -> str:
-    return "".join(c if c.isascii() and c.isprintable() and c != '"' else "_" for c in name)
-
-
-_STATUS = {ErrorCode.UNAUTHORIZED: 401, ErrorCode.FORBIDDEN: 403, ErrorCode.NOT_FOUND: 404,
-           ErrorCode.BAD_REQUEST: 400, ErrorCode.CONFLICT: 409}
-
-
-def _error(exc: RtcError) -> web.Response:
-    return _error_status(_STATUS.get(exc.code, 500), exc.code, exc.message)
-
-
-def _error_status(status: int, code: ErrorCode, message: str) -> web.Response:
-    return web.json_response({"ok": False, "error": {"code": code.value, "message": message}},
-                             status=status)

@@ -11,6 +11,7 @@ transport, see `Session.ends_with_transport`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
@@ -49,6 +50,7 @@ class MediaEdge:
         self._edge = edge
         self._workers = workers
         self._config = config
+        self._lost_handlers: dict[MediaKind, Callable[[Job], Awaitable[None]]] = {}
         edge.handle(ClientEvent.WORKER_REGISTER, self._register)
         edge.handle(ClientEvent.WORKER_LOAD, self._load)
         edge.handle(ClientEvent.MEDIA_REPORT, self._report)
@@ -98,26 +100,42 @@ class MediaEdge:
         if req.kind is not MediaKind.RECORD and not session.identity.grants.publish:
             raise Forbidden("media jobs need grant publish")
         duration = req.duration if req.duration is not None else self._config.echo_duration
-        for worker in self._workers.candidates(req.kind):
-            job = self._workers.start(worker, req.kind, req.room, session.id, me.id)
-            participant = await self._assign(job, me, duration)
+        job = await self.start_job(req.kind, session, me, {"duration": duration})
+        return ok(job=job.id, kind=job.kind.value, worker=job.worker_participant)
+
+    async def start_job(self, kind: MediaKind, session: Session, requester: Participant,
+                        params: dict[str, Any]) -> Job:
+        """Give a job to the least-loaded worker that takes it (Unavailable if none does).
+        `params` go to the worker with `media:assign`."""
+        for worker in self._workers.candidates(kind):
+            job = self._workers.start(worker, kind, requester.room, session.id, requester.id)
+            participant = await self._assign(job, requester, params)
             if participant is not None:
                 job.worker_participant = participant
                 log.info("media job %s (%s) in %s for %s on worker %s", job.id, job.kind,
-                         job.room, me.id, worker.session)
-                return ok(job=job.id, kind=job.kind.value, worker=participant)
+                         job.room, requester.id, worker.session)
+                return job
             self._workers.end(job.id)
-        raise Unavailable(f"no media worker accepted the {req.kind.value} job")
+        raise Unavailable(f"no media worker accepted the {kind.value} job")
+
+    def on_job_lost(self, kind: MediaKind, handler: Callable[[Job], Awaitable[None]]) -> None:
+        """Handle `kind` jobs whose worker is gone (instead of telling their requester)."""
+        self._lost_handlers[kind] = handler
+
+    def job(self, job_id: str) -> Job:
+        return self._workers.job(job_id)
+
+    async def end_job(self, job: Job, reason: MediaEndReason) -> None:
+        await self._end(job, reason, tell_requester=False)
 
     async def _assign(self, job: Job, requester: Participant,
-                      duration: float) -> ParticipantId | None:
+                      params: dict[str, Any]) -> ParticipantId | None:
         """Ask the worker to take the job; its hidden participant id, or None if it did not."""
         worker = self._edge.sessions.get(job.worker.session)
         if worker is None or worker.connection is None:
             return None
-        payload = {"job": job.id, "room": job.room, "kind": job.kind.value,
-                   "requester": {"id": requester.id, "user": requester.user},
-                   "duration": duration}
+        payload = {**params, "job": job.id, "room": job.room, "kind": job.kind.value,
+                   "requester": {"id": requester.id, "user": requester.user}}
         try:
             ack: Any = await self._edge.sio.call(ServerEvent.MEDIA_ASSIGN, payload,
                                                  to=worker.connection, timeout=ASSIGN_TIMEOUT)
@@ -152,13 +170,18 @@ class MediaEdge:
 
     async def _participant_left(self, participant: Participant, reason: LeaveReason) -> None:
         for job in self._workers.jobs_of(participant.id):
-            await self._end(job, MediaEndReason.REQUESTER_LEFT, tell_requester=False)
+            if job.kind is not MediaKind.RECORD:  # a recording is the room's, not its starter's
+                await self._end(job, MediaEndReason.REQUESTER_LEFT, tell_requester=False)
 
     async def _session_ended(self, session: Session) -> None:
         for job in self._workers.unregister(session.id):
             log.warning("media worker %s is gone: job %s (%s) in %s fails", session.id, job.id,
                         job.kind, job.room)
-            await self._tell(job, job.requester, MediaEndReason.WORKER_LOST)
+            handler = self._lost_handlers.get(job.kind)
+            if handler is not None:
+                await handler(job)
+            else:
+                await self._tell(job, job.requester, MediaEndReason.WORKER_LOST)
 
     async def _end(self, job: Job, reason: MediaEndReason, *, tell_requester: bool = True,
                    tell_worker: bool = True) -> None:

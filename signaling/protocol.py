@@ -43,6 +43,8 @@ class ClientEvent(StrEnum):
     FILE_UNSUBSCRIBE = "file:unsubscribe"
     MEDIA_REQUEST = "media:request"
     MEDIA_RELEASE = "media:release"
+    RECORDING_START = "recording:start"
+    RECORDING_STOP = "recording:stop"
     # Media workers only (grant `service`):
     WORKER_REGISTER = "worker:register"
     WORKER_LOAD = "worker:load"
@@ -63,6 +65,7 @@ class ServerEvent(StrEnum):
     FILE_STATE = "file:state"
     MEDIA_REPORT = "media:report"
     MEDIA_ENDED = "media:ended"
+    RECORDING_STATE = "recording:state"
     # To media workers only, with an ack:
     MEDIA_ASSIGN = "media:assign"
 
@@ -86,6 +89,7 @@ class MediaEndReason(StrEnum):
     WORKER_LOST = "worker_lost"
     REQUESTER_LEFT = "requester_left"
     FINISHED = "finished"
+    MOVED = "moved"
 
 
 class ConnectionState(StrEnum):

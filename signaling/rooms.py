@@ -182,6 +182,19 @@ class RoomService:
         return self._rooms[room_id].record(ServerEvent.PARTICIPANT_UPDATED,
                                            {"participant": me.public()})
 
+    def announce(self, room_id: RoomId, name: ServerEvent, payload: dict[str, Any],
+                 actor: ParticipantId | None = None) -> RoomEvent:
+        """Record a room event that is not about membership (e.g. `recording:state`)."""
+        room = self._rooms.get(room_id)
+        if room is None:
+            raise NotFound(f"no room {room_id!r}")
+        return room.record(name, payload, actor)
+
+    def visible(self, room_id: RoomId) -> int:
+        """How many participants (hidden ones aside) a room has; 0 when it does not exist."""
+        room = self._rooms.get(room_id)
+        return len(room.participants) if room is not None else 0
+
     def member(self, session: SessionId, room_id: RoomId) -> Participant:
         me = self._members.get(session, {}).get(room_id)
         if me is None:

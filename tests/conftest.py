@@ -53,7 +53,8 @@ NodeFactory = Callable[..., Awaitable[Node]]
 
 @pytest.fixture
 def base_config(tmp_path: Path) -> Config:
-    return Config(secret=TEST_SECRET, shutdown_timeout=0.5, file_dir=tmp_path / "relay-files")
+    return Config(secret=TEST_SECRET, shutdown_timeout=0.5, file_dir=tmp_path / "relay-files",
+                  recordings_dir=tmp_path / "recordings")
 
 
 @pytest.fixture

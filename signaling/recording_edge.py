@@ -1,0 +1,222 @@
+"""`recording:start` / `recording:stop`, `recording:state`, and the recordings REST API.
+
+A recording is a `record` job on a media worker. Every participant is told with a
+`recording:state` room event (it has a seq, so a resumed client replays it) and the
+join ack carries the current one; the SDKs then open one upstream connection to the
+worker (`worker` in the state). A recording belongs to the room: it ends on
+`recording:stop` or when the last visible participant leaves, not when its starter
+goes. If its worker dies it moves to another worker (the state names the new one;
+the SDKs reconnect) and ends with `unavailable` when there is none.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from .auth import Identity
+from .edge import Ack, SignalingEdge
+from .errors import Conflict, Forbidden, NotFound, RtcError, Unavailable
+from .httputil import ascii_filename, error_response, identity
+from .ids import RoomId
+from .media_edge import MediaEdge
+from .protocol import (
+    ClientEvent,
+    LeaveReason,
+    MediaEndReason,
+    MediaKind,
+    ServerEvent,
+    ok,
+    parse_room_only,
+)
+from .recordings import Recording, RecordingStore, new_recording_id
+from .rooms import Participant
+from .sessions import Session
+from .workers import Job
+
+log = logging.getLogger(__name__)
+
+
+class RecordingEdge:
+    def __init__(self, edge: SignalingEdge, media: MediaEdge, store: RecordingStore,
+                 secret: str) -> None:
+        self._edge = edge
+        self._media = media
+        self._store = store
+        self._secret = secret
+        self._active: dict[RoomId, Recording] = {}
+        edge.handle(ClientEvent.RECORDING_START, self._start)
+        edge.handle(ClientEvent.RECORDING_STOP, self._stop)
+        edge.on_participant_left(self._participant_left)
+        edge.add_to_join_ack(self._join_fields)
+        media.on_job_lost(MediaKind.RECORD, self._worker_lost)
+
+    def active(self, room: RoomId) -> Recording | None:
+        return self._active.get(room)
+
+    # -- events --------------------------------------------------------------------------
+
+    async def _start(self, session: Session, data: object) -> Ack:
+        room = parse_room_only(data)
+        me = self._edge.rooms.member(session.id, room)
+        if not session.identity.grants.record:
+            raise Forbidden("recording needs grant record")
+        if room in self._active:
+            raise Conflict(f"room {room!r} is being recorded already")
+        rec = self._active[room] = Recording(new_recording_id(), room, session.user, time.time())
+        try:
+            await self._give_to_worker(rec, session, me)
+        except RtcError:
+            self._active.pop(room, None)
+            raise
+        seq = await self._announce(rec, rec.wire())
+        log.info("recording %s of %s started by %s on worker %s", rec.id, room, me.user,
+                 rec.worker)
+        return ok(seq=seq, **rec.wire())
+
+    async def _give_to_worker(self, rec: Recording, session: Session,
+                              requester: Participant) -> None:
+        job = await self._media.start_job(MediaKind.RECORD, session, requester, {
+            "recording": rec.id, "startedAt": int(rec.started_at * 1000), "by": rec.by})
+        rec.job, rec.worker = job.id, job.worker_participant
+
+    async def _stop(self, session: Session, data: object) -> Ack:
+        room = parse_room_only(data)
+        self._edge.rooms.member(session.id, room)
+        if not session.identity.grants.record:
+            raise Forbidden("recording needs grant record")
+        rec = self._active.get(room)
+        if rec is None:
+            raise NotFound(f"room {room!r} is not being recorded")
+        seq = await self._end(rec, by=session.user, reason="stopped")
+        return ok(seq=seq, recording=rec.id)
+
+    async def _end(self, rec: Recording, *, by: str | None, reason: str,
+                   error: dict[str, str] | None = None) -> int:
+        self._active.pop(rec.room, None)
+        if rec.job is not None:
+            try:
+                await self._media.end_job(self._media_job(rec.job), MediaEndReason.RELEASED)
+            except NotFound:
+                pass  # its worker is gone already
+        state: dict[str, Any] = {"recording": rec.id, "active": False, "by": by,
+                                 "startedAt": int(rec.started_at * 1000),
+                                 "stoppedAt": int(time.time() * 1000), "reason": reason}
+        if error is not None:
+            state["error"] = error
+        log.info("recording %s of %s ended: %s", rec.id, rec.room, reason)
+        return await self._announce(rec, state)
+
+    def _media_job(self, job_id: str) -> Job:
+        return self._media.job(job_id)
+
+    async def _announce(self, rec: Recording, state: dict[str, Any]) -> int:
+        if self._edge.rooms.room(rec.room) is None:
+            return 0  # nobody left to tell
+        event = self._edge.rooms.announce(rec.room, ServerEvent.RECORDING_STATE, state)
+        await self._edge.emit_room(event)
+        return event.seq
+
+    def _join_fields(self, room: RoomId) -> Ack:
+        rec = self._active.get(room)
+        return {"recording": rec.wire() if rec is not None else None}
+
+    async def _participant_left(self, participant: Participant, reason: LeaveReason) -> None:
+        rec = self._active.get(participant.room)
+        if rec is not None and not participant.hidden and not self._edge.rooms.visible(rec.room):
+            await self._end(rec, by=None, reason="room_empty")
+
+    async def _worker_lost(self, job: Job) -> None:
+        rec = self._active.get(job.room)
+        if rec is None or rec.job != job.id:
+            return
+        room = self._edge.rooms.room(rec.room)
+        others = list(room.participants.values()) if room is not None else []
+        for requester in others:
+            session = self._edge.sessions.get(requester.session)
+            if session is None:
+                continue
+            try:
+                await self._give_to_worker(rec, session, requester)
+            except Unavailable:
+                break
+            log.warning("recording %s of %s moved to worker %s", rec.id, rec.room, rec.worker)
+            await self._announce(rec, {**rec.wire(), "moved": True})
+            return
+        await self._end(rec, by=None, reason="worker_lost",
+                        error={"code": "unavailable", "message": "no media worker can record"})
+
+    # -- REST ----------------------------------------------------------------------------
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/recordings", self._list)
+        app.router.add_get("/api/recordings/{id}", self._get)
+        app.router.add_get("/api/recordings/{id}/files/{name}", self._download)
+        app.router.add_delete("/api/recordings/{id}", self._delete)
+
+    def _caller(self, request: web.Request) -> Identity:
+        who = identity(request, self._secret)
+        if not (who.grants.record or who.grants.admin):
+            raise Forbidden("the recordings API needs grant record or admin")
+        return who
+
+    def _visible(self, who: Identity, catalog: dict[str, Any]) -> bool:
+        room = catalog.get("room")
+        return who.grants.admin or (isinstance(room, str)
+                                    and who.grants.allows_room(RoomId(room)))
+
+    def _catalog(self, request: web.Request) -> tuple[Identity, dict[str, Any]]:
+        who = self._caller(request)
+        catalog = self._store.catalog(request.match_info["id"])
+        if not self._visible(who, catalog):
+            raise NotFound(f"no recording {request.match_info['id']!r}")
+        return who, catalog
+
+    async def _list(self, request: web.Request) -> web.Response:
+        try:
+            who = self._caller(request)
+        except RtcError as exc:
+            return error_response(exc)
+        return web.json_response({"ok": True, "recordings": [
+            c for c in self._store.list() if self._visible(who, c)]})
+
+    async def _get(self, request: web.Request) -> web.Response:
+        try:
+            _, catalog = self._catalog(request)
+        except RtcError as exc:
+            return error_response(exc)
+        return web.json_response({"ok": True, "recording": catalog})
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        try:
+            _, catalog = self._catalog(request)
+            path = self._store.file(str(catalog["id"]), request.match_info["name"])
+        except RtcError as exc:
+            return error_response(exc)
+        return web.FileResponse(path, headers={
+            "Content-Type": _content_type(path.name),
+            "Content-Disposition": f'attachment; filename="{ascii_filename(path.name)}"'})
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        try:
+            _, catalog = self._catalog(request)
+            if any(r.id == catalog["id"] for r in self._active.values()):
+                raise Conflict("the recording is still running; stop it first")
+            self._store.delete(str(catalog["id"]))
+        except RtcError as exc:
+            return error_response(exc)
+        log.info("recording %s deleted", catalog["id"])
+        return web.json_response({"ok": True})
+
+
+def _content_type(name: str) -> str:
+    if name.endswith(".webm"):
+        return "video/webm"
+    if name.endswith(".mkv"):
+        return "video/x-matroska"
+    if name.endswith(".json"):
+        return "application/json"
+    return "application/octet-stream"

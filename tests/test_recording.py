@@ -1,0 +1,202 @@
+"""Recording a call: recording:start/stop, per-track files checked with PyAV, the REST API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+import pytest
+
+from media import HeadlessPeer, SyntheticMedia
+from media.worker import MediaWorker
+from signaling.client import RecordingState, RequestError
+
+from .conftest import Node
+from .helpers import EventLog
+from .media_fixtures import JoinPeer, eventually, peer_joiner
+
+pytestmark = pytest.mark.media
+
+FPS = 15
+MEDIA = SyntheticMedia(320, 240, fps=FPS)
+ROOM = "rec-room"
+
+
+def decode(path: Path) -> tuple[int, float, str]:
+    """Frames PyAV decodes from a file, their span in seconds, and the stream type."""
+    with av.open(str(path)) as container:
+        stream = container.streams[0]
+        kind = str(stream.type)  # read before closing: PyAV streams die with their container
+        times = [float(f.time) for f in container.decode(stream) if f.time is not None]
+    return len(times), (times[-1] - times[0]) if times else 0.0, kind
+
+
+def catalog(directory: Path) -> dict[str, Any]:
+    [found] = list(directory.glob("R*/catalog.json"))
+    return dict(json.loads(found.read_text()))
+
+
+@pytest.fixture
+async def worker(node: Node) -> AsyncIterator[MediaWorker]:
+    worker = MediaWorker(node.url, node.token("recorder", service=True),
+                         recordings_dir=node.config.recordings_dir)
+    await worker.start()
+    yield worker
+    await worker.close()
+
+
+@pytest.fixture
+async def join(node: Node) -> AsyncIterator[JoinPeer]:
+    async with peer_joiner(node, media=MEDIA, room=ROOM) as join:
+        yield join
+
+
+async def joined_with_record_grant(node: Node, join: JoinPeer) -> HeadlessPeer:
+    peer = HeadlessPeer(await node.client("alice", record=True), media=MEDIA)
+    await peer.join(ROOM)
+    return peer
+
+
+async def test_a_two_party_call_is_recorded_track_by_track(node: Node, worker: MediaWorker,
+                                                           join: JoinPeer) -> None:
+    alice = await joined_with_record_grant(node, join)
+    bob = await join("bob")
+    bob_log = EventLog(bob._client)
+    await alice.wait_for_media(min_video_frames=5)
+    state = await alice._client.start_recording(ROOM)
+    assert state["active"] is True and state["by"] == "alice" and state["worker"]
+    started = await bob_log.wait_for(RecordingState)
+    assert started.active and started.worker == state["worker"]
+    directory = node.config.recordings_dir / state["recording"]
+    await eventually(lambda: len(catalog(node.config.recordings_dir)["tracks"]) == 4,
+                     timeout=20)
+    upstreams = [p.upstream for p in (alice, bob)]
+    assert all(u is not None for u in upstreams)
+    sources = [s for u in upstreams if u is not None for s in u.sources]
+    await asyncio.sleep(5)
+    stopped = await alice._client.stop_recording(ROOM)
+    assert stopped["recording"] == state["recording"]
+    ended = await bob_log.wait_for(RecordingState, lambda e: not e.active)
+    assert ended.by == "alice" and ended.reason == "stopped"
+    await eventually(lambda: catalog(node.config.recordings_dir)["state"] == "complete",
+                     timeout=10)
+    await eventually(lambda: all(p.upstream is None for p in (alice, bob)))
+
+    cat = catalog(node.config.recordings_dir)
+    assert cat["room"] == ROOM and cat["by"] == "alice" and cat["stoppedAt"] > cat["startedAt"]
+    assert sorted(p["user"] for p in cat["participants"]) == ["alice", "bob"]
+    sent = {s.kind: s for s in sources}  # the last of each kind is as good as any
+    video_sent = [s.frame_count for s in sources if s.kind == "video"]  # type: ignore[attr-defined]
+    assert len(video_sent) == 2 and sent
+    for user in ("alice", "bob"):
+        mine = {t["kind"]: t for t in cat["tracks"] if t["user"] == user}
+        assert set(mine) == {"audio", "video"} and all(t["complete"] for t in mine.values())
+        frames, span, kind = decode(directory / mine["video"]["file"])
+        assert kind == "video"
+        # Within 5% of what the peer's upstream connection sent, over the same time.
+        assert any(abs(frames - n) <= 0.05 * n for n in video_sent), (frames, video_sent)
+        assert abs(span - mine["video"]["duration"]) < 0.5
+        audio_frames, audio_span, kind = decode(directory / mine["audio"]["file"])
+        assert kind == "audio" and audio_frames > 100
+        assert abs(audio_span - span) < 0.5  # both tracks last the call
+        # Aligned from RTCP sender reports: audio and video start together on the sender.
+        assert abs(mine["audio"]["senderStart"] - mine["video"]["senderStart"]) < 0.1
+        assert mine["video"]["sizes"] == [[320, 240]]
+
+
+async def test_the_rest_api_lists_downloads_and_deletes(node: Node, worker: MediaWorker,
+                                                        join: JoinPeer) -> None:
+    alice = await joined_with_record_grant(node, join)
+    await join("bob")
+    state = await alice._client.start_recording(ROOM)
+    await eventually(lambda: len(catalog(node.config.recordings_dir)["tracks"]) == 4,
+                     timeout=20)
+    await eventually(lambda: len(catalog(node.config.recordings_dir)["files"]) == 4, timeout=10)
+    rec = state["recording"]
+    base = f"{node.url}/api/recordings"
+    reader = {"Authorization": "Bearer " + node.token("ops", record=True)}
+    async with aiohttp.ClientSession() as http:
+        async with http.delete(f"{base}/{rec}", headers=reader) as resp:
+            assert resp.status == 409  # still running
+        await alice._client.stop_recording(ROOM)
+        await eventually(lambda: catalog(node.config.recordings_dir)["state"] == "complete",
+                         timeout=10)
+        async with http.get(base) as resp:
+            assert resp.status == 401
+        async with http.get(base, headers={"Authorization": "Bearer " + node.token("bob")}) as r:
+            assert r.status == 403
+        other = {"Authorization": "Bearer " + node.token("ops", rooms=("other",), record=True)}
+        async with http.get(base, headers=other) as resp:
+            assert (await resp.json())["recordings"] == []
+        async with http.get(f"{base}/{rec}", headers=other) as resp:
+            assert resp.status == 404
+        async with http.get(base, headers=reader) as resp:
+            [listed] = (await resp.json())["recordings"]
+        assert listed["id"] == rec and len(listed["files"]) == 4
+        name = listed["files"][0]
+        async with http.get(f"{base}/{rec}/files/{name}", headers=reader) as resp:
+            assert resp.status == 200 and resp.content_type == "video/webm"
+            body = await resp.read()
+        assert body == (node.config.recordings_dir / rec / name).read_bytes()
+        for bad in ("catalog.json.tmp", "..%2Fcatalog.json", "nope.webm"):
+            async with http.get(f"{base}/{rec}/files/{bad}", headers=reader) as resp:
+                assert resp.status == 404, bad
+        async with http.delete(f"{base}/{rec}", headers=reader) as resp:
+            assert resp.status == 200
+        async with http.get(f"{base}/{rec}", headers=reader) as resp:
+            assert resp.status == 404
+    assert not (node.config.recordings_dir / rec).exists()
+
+
+async def test_recording_rules(node: Node, join: JoinPeer,
+                               make_worker: Callable[[], Awaitable[MediaWorker]]) -> None:
+    alice = await joined_with_record_grant(node, join)
+    bob = await join("bob")
+    with pytest.raises(RequestError) as err:
+        await alice._client.start_recording(ROOM)
+    assert err.value.code == "unavailable"  # no worker yet
+    await make_worker()
+    with pytest.raises(RequestError) as err:
+        await bob._client.start_recording(ROOM)
+    assert err.value.code == "forbidden"
+    with pytest.raises(RequestError) as err:
+        await alice._client.stop_recording(ROOM)
+    assert err.value.code == "not_found"
+    await alice._client.start_recording(ROOM)
+    with pytest.raises(RequestError) as err:
+        await alice._client.start_recording(ROOM)
+    assert err.value.code == "conflict"
+    # A late joiner learns of the recording from its join ack and sends its media too.
+    carol = await join("carol")
+    assert carol.upstream is not None
+    await eventually(lambda: {t["user"] for t in catalog(node.config.recordings_dir)["tracks"]}
+                     == {"alice", "bob", "carol"}, timeout=20)
+    # The recording is the room's: it goes on when its starter leaves, ends when all have.
+    await alice.close()
+    await asyncio.sleep(0.5)
+    assert catalog(node.config.recordings_dir)["state"] == "recording"
+    await bob.close()
+    await carol.close()
+    await eventually(lambda: catalog(node.config.recordings_dir)["state"] == "complete",
+                     timeout=10)
+
+
+@pytest.fixture
+async def make_worker(node: Node) -> AsyncIterator[Callable[[], Awaitable[MediaWorker]]]:
+    workers: list[MediaWorker] = []
+
+    async def make() -> MediaWorker:
+        worker = MediaWorker(node.url, node.token(f"recorder-{len(workers)}", service=True),
+                             recordings_dir=node.config.recordings_dir)
+        workers.append(worker)
+        await worker.start()
+        return worker
+
+    yield make
+    for worker in workers:
+        await worker.close()
