@@ -89,7 +89,6 @@ class MediaEndReason(StrEnum):
     WORKER_LOST = "worker_lost"
     REQUESTER_LEFT = "requester_left"
     FINISHED = "finished"
-    MOVED = "moved"
 
 
 class ConnectionState(StrEnum):

@@ -64,6 +64,9 @@ class WorkerRegistry:
             raise Forbidden("this session is not a registered media worker")
         return worker
 
+    def __len__(self) -> int:
+        return len(self._workers)
+
     def is_worker(self, session: SessionId) -> bool:
         return session in self._workers
 

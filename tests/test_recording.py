@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,11 +17,13 @@ import pytest
 
 from media import HeadlessPeer, SyntheticMedia
 from media.worker import MediaWorker
+from signaling.app import WORKERS
 from signaling.client import RecordingState, RequestError
 
 from .conftest import Node
 from .helpers import EventLog
 from .media_fixtures import JoinPeer, eventually, peer_joiner
+from .processes import cli_env
 
 pytestmark = pytest.mark.media
 
@@ -200,3 +205,42 @@ async def make_worker(node: Node) -> AsyncIterator[Callable[[], Awaitable[MediaW
     yield make
     for worker in workers:
         await worker.close()
+
+
+async def test_kill_9_of_the_worker_leaves_decodable_files_and_the_recording_moves(
+        node: Node, join: JoinPeer, make_worker: Callable[[], Awaitable[MediaWorker]]) -> None:
+    workers = node.server.app[WORKERS]
+    env = cli_env(MIKOTO_RTC_WORKER_TOKEN=node.token("doomed", service=True),
+                  MIKOTO_RTC_RECORDINGS_DIR=str(node.config.recordings_dir))
+    doomed = subprocess.Popen([sys.executable, "-m", "signaling", "media-worker",
+                               "--url", node.url], env=env)
+    try:
+        await eventually(lambda: len(workers) == 1, timeout=30)
+        alice = await joined_with_record_grant(node, join)
+        bob = await join("bob")
+        bob_log = EventLog(bob._client)
+        state = await alice._client.start_recording(ROOM)
+        await eventually(lambda: len(catalog(node.config.recordings_dir)["files"]) == 4,
+                         timeout=20)
+        await asyncio.sleep(3)
+        await make_worker()  # the one the recording can move to
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=10)
+    finally:
+        doomed.kill()
+    moved = await bob_log.wait_for(RecordingState, lambda e: e.data.get("moved") is True,
+                                   timeout=15)
+    assert moved.active and moved.worker != state["worker"]
+    directory = node.config.recordings_dir / state["recording"]
+    killed = [t for t in catalog(node.config.recordings_dir)["tracks"] if t["file"]]
+    assert len(killed) == 4 and not any(t["complete"] for t in killed)
+    for track in killed:
+        frames, span, kind = decode(directory / track["file"])
+        assert kind == track["kind"] and span > 2.0, (track, frames, span)
+    # The new worker records on into the same recording, after the old files.
+    await eventually(lambda: len(catalog(node.config.recordings_dir)["files"]) == 8, timeout=20)
+    await alice._client.stop_recording(ROOM)
+    await eventually(lambda: catalog(node.config.recordings_dir)["state"] == "complete",
+                     timeout=10)
+    final = catalog(node.config.recordings_dir)
+    assert final["moves"] == 1 and len(set(final["files"])) == 8
