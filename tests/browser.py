@@ -37,13 +37,19 @@ async def chromium() -> AsyncIterator[Browser]:
             await browser.close()
 
 
-async def open_demo(browser: Browser, base_url: str, **params: Any) -> Page:
-    """Open the demo in its own context (own sessionStorage, so its own user) and autojoin."""
+async def open_page(browser: Browser, base_url: str, **params: Any) -> Page:
+    """Open the demo with these query parameters in its own context (own sessionStorage,
+    so its own user), without waiting for anything but the load."""
     context = await browser.new_context(permissions=["camera", "microphone"])
     page = await context.new_page()
     page.on("console", lambda msg: _console(page, msg.type, msg.text))
-    query = urlencode({"autojoin": 1, **params})
-    await page.goto(f"{base_url}/?{query}")
+    await page.goto(f"{base_url}/?{urlencode(params)}")
+    return page
+
+
+async def open_demo(browser: Browser, base_url: str, **params: Any) -> Page:
+    """Open the demo in its own context (own sessionStorage, so its own user) and autojoin."""
+    page = await open_page(browser, base_url, autojoin=1, **params)
     await page.wait_for_function("() => window.mikotoDemo && window.mikotoDemo.selfId",
                                  timeout=20_000)
     return page
@@ -54,19 +60,26 @@ def _console(page: Page, kind: str, text: str) -> None:
         print(f"[{page.url[-40:]}] console.{kind}: {text}")
 
 
-async def peer_stats(page: Page) -> dict[str, Any]:
-    stats: dict[str, Any] = await page.evaluate("() => window.mikotoDemo.stats()")
+# Summed inbound-rtp counters per remote side: the room's peers, or the echo test's connection.
+ROOM_STATS_JS = "() => window.mikotoDemo.stats()"
+ECHO_STATS_JS = "() => window.mikotoDemo.echoStats()"
+
+
+async def peer_stats(page: Page, stats_js: str = ROOM_STATS_JS) -> dict[str, Any]:
+    stats: dict[str, Any] = await page.evaluate(stats_js)
     return stats
 
 
 async def wait_decoding(page: Page, peers: int = 1, frames: int = 1,
-                        timeout: float = 30.0) -> dict[str, Any]:
-    """Wait until `peers` remote participants' video has `frames` decoded frames each."""
+                        timeout: float = 30.0, *, stats_js: str = ROOM_STATS_JS
+                        ) -> dict[str, Any]:
+    """Wait until `peers` remote participants' video has `frames` decoded frames each
+    (`stats_js=ECHO_STATS_JS`: the echo test's connection instead)."""
     stats: dict[str, Any] = {}
     try:
         async with asyncio.timeout(timeout):
             while True:
-                stats = await peer_stats(page)
+                stats = await peer_stats(page, stats_js)
                 decoding = [s for s in stats.values() if s["video"]["framesDecoded"] >= frames]
                 if len(decoding) >= peers:
                     return stats

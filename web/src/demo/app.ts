@@ -607,7 +607,7 @@ export class DemoApp {
     this.ui.rtt.dataset['rtt'] = String(Math.round(rtt));
   }
 
-  private displayName(): string {
+  displayName(): string {
     return this.ui.nameInput.value.trim() || this.ui.nameInput.placeholder;
   }
 
@@ -645,7 +645,7 @@ export class DemoApp {
     this.ui.socketStatus.dataset['state'] = state;
   }
 
-  private showError(err: unknown): void {
+  showError(err: unknown): void {
     const el = this.ui.error;
     if (err === null || err === undefined) {
       el.hidden = true;
@@ -663,7 +663,7 @@ export class DemoApp {
     this.log('error', error.toJSON());
   }
 
-  private showNotice(text: string | null): void {
+  showNotice(text: string | null): void {
     this.ui.notice.textContent = text ?? '';
     this.ui.notice.hidden = !text;
   }
@@ -676,7 +676,7 @@ export class DemoApp {
     history.replaceState(null, '', url);
   }
 
-  private log(type: string, detail: unknown): void {
+  log(type: string, detail: unknown): void {
     this.events.push({ at: Date.now(), type, detail });
     if (this.events.length > 500) this.events.splice(0, this.events.length - 500);
   }

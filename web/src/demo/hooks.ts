@@ -3,6 +3,8 @@ import {
   sha256Hex,
   type CallStateEvent,
   type ConnectionState,
+  type EchoReport,
+  type EchoTest,
   type FileTransfer,
   type ParticipantState,
   type PresenceState,
@@ -10,6 +12,7 @@ import {
   type SignalingClient,
 } from '../sdk';
 import type { DemoApp, DemoEvent } from './app';
+import type { EchoPanel, EchoPanelState } from './echo';
 import { pseudoRandomBytes, type FileRecord } from './files';
 
 /** What `sendFile` sends: bytes, a blob, or `{random: size, seed}` pseudo-random bytes made in the page. */
@@ -91,6 +94,26 @@ export interface MikotoDemo {
   transfer(id: string): FileTransfer | undefined;
   /** Deterministic pseudo-random bytes (see `pseudoRandomBytes`). */
   randomBytes(size: number, seed?: number): Uint8Array;
+  /** The echo page's state, as `#echo-state[data-state]`. */
+  readonly echoState: EchoPanelState;
+  /** The last echo report (null before one came). */
+  readonly echoReport: EchoReport | null;
+  /** Why the last echo test failed, if it did. */
+  readonly echoError: { code: string; message: string } | null;
+  /** The SDK's handle of the last echo test (job, worker, state, pc, stream). */
+  readonly echoTest: EchoTest | null;
+  /** The room the running echo test joined (null when none runs): the worker is never one of its participants. */
+  readonly echoRoom: Room | null;
+  /** The id of the `<video>` showing the echoed media. */
+  readonly echoVideoId: string;
+  /** The id of the `<video>` showing the local preview. */
+  readonly echoLocalVideoId: string;
+  /** `inbound-rtp` counters of the running echo test's connection, by worker id (`{}` when none runs). */
+  echoStats(): Promise<Record<string, PeerStats>>;
+  /** Run the echo test again (what "Run again" does). */
+  startEcho(): Promise<void>;
+  /** Stop it (releases the worker). */
+  stopEcho(): Promise<void>;
 }
 
 declare global {
@@ -99,7 +122,7 @@ declare global {
   }
 }
 
-export function installHooks(app: DemoApp): MikotoDemo {
+export function installHooks(app: DemoApp, echo: EchoPanel): MikotoDemo {
   const hooks: MikotoDemo = {
     get room() {
       return app.room;
@@ -190,6 +213,30 @@ export function installHooks(app: DemoApp): MikotoDemo {
     failP2P: (on = true) => app.files.failP2P(on),
     transfer: (id) => app.files.transfer(id),
     randomBytes: (size, seed) => pseudoRandomBytes(size, seed),
+    get echoState() {
+      return echo.state;
+    },
+    get echoReport() {
+      return echo.report;
+    },
+    get echoError() {
+      return echo.error?.toJSON() ?? null;
+    },
+    get echoTest() {
+      return echo.test;
+    },
+    get echoRoom() {
+      return echo.echoRoom;
+    },
+    echoVideoId: 'echo-remote',
+    echoLocalVideoId: 'echo-local',
+    echoStats: async () => {
+      const test = echo.test;
+      if (!test || test.state === 'ended') return {};
+      return { [test.worker]: await peerStats(test.pc) };
+    },
+    startEcho: () => echo.start(),
+    stopEcho: () => echo.stop(),
   };
   window.mikotoDemo = hooks;
   return hooks;

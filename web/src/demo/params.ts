@@ -16,6 +16,10 @@ export interface DemoParams {
   speaking: boolean;
   /** Accept every file offered to us at once. */
   autoaccept: boolean;
+  /** Show the "Test my camera, mic and network" page and start the echo test at once. */
+  echo: boolean;
+  /** The echo test's seconds of media before the report (1–60); null: the node's default. */
+  duration: number | null;
 }
 
 export function readParams(search: string = window.location.search): DemoParams {
@@ -38,5 +42,13 @@ export function readParams(search: string = window.location.search): DemoParams 
     video: media && flag('video', true),
     speaking: flag('speaking', false),
     autoaccept: flag('autoaccept', false),
+    echo: flag('echo', false),
+    duration: seconds(q.get('duration')),
   };
+}
+
+function seconds(value: string | null): number | null {
+  if (value === null || value.trim() === '') return null;
+  const n = Number(value);
+  return Number.isFinite(n) && n > 0 ? n : null;
 }

@@ -9,6 +9,9 @@ import {
   SERVER_EVENT_NAMES,
   type AckOk,
   type DrainingEvent,
+  type MediaJob,
+  type MediaKind,
+  type MediaRequest,
   type ParticipantId,
   type RequestName,
   type Requests,
@@ -317,6 +320,32 @@ export class SignalingClient extends Emitter<ClientEvents> {
     this._rtt = rtt;
     this.emit('rtt', { rtt });
     return rtt;
+  }
+
+  /**
+   * Ask the node for a media job in `room` (protocol.md, "Media jobs"): resolves
+   * with `{job, kind, worker}` once a worker took it; `worker` is its hidden
+   * participant id, to offer to. Rejects with `unavailable` when no worker can
+   * do `kind`, `not_found` when we are not in `room`, `forbidden` without the
+   * grant. The job's `media:report` and `media:ended` come as client events.
+   * For an echo test, `room.echoTest()` does all of it.
+   */
+  async requestMedia(
+    room: RoomName,
+    kind: MediaKind,
+    options: { duration?: number; timeoutMs?: number } = {},
+  ): Promise<MediaJob> {
+    const payload: MediaRequest = { room, kind };
+    if (options.duration !== undefined) payload.duration = options.duration;
+    // The node waits up to 5 s for each worker it tries.
+    const timeoutMs = options.timeoutMs ?? Math.max(this.requestTimeoutMs, 15_000);
+    const ack = await this.request('media:request', payload, { timeoutMs });
+    return { job: ack.job, kind: ack.kind, worker: ack.worker };
+  }
+
+  /** End a media job early (`media:release`); the worker is told `released`. */
+  async releaseMedia(job: string): Promise<void> {
+    await this.request('media:release', { job });
   }
 
   /**

@@ -14,6 +14,8 @@ export type {
 } from './client';
 export { Calls } from './calls';
 export type { Call, CallDirection, CallsEvents } from './calls';
+export { EchoTest } from './echo';
+export type { EchoEndReason, EchoTestEvents, EchoTestOptions, EchoTestState } from './echo';
 export { RtcError, isRtcError, isServerErrorCode } from './errors';
 export { Emitter } from './events';
 export {

@@ -1,4 +1,5 @@
 import type { ConnectionStateChange, SignalingClient } from './client';
+import { EchoTest, type EchoTestOptions } from './echo';
 import { RtcError } from './errors';
 import { Emitter, type Unsubscribe } from './events';
 import { RoomFiles } from './files';
@@ -134,6 +135,10 @@ export class Room extends Emitter<RoomEvents> {
   private readonly peersById = new Map<ParticipantId, Peer>();
   /** Ids that left: a late signal from them must not resurrect a peer. */
   private readonly departed = new Set<ParticipantId>();
+  /** Media workers' hidden participants: their signals go to the echo test, never to a room peer. */
+  private readonly workers = new Set<ParticipantId>();
+  private echo: EchoTest | null = null;
+  private echoRequesting = false;
   private readonly unsubscribes: Unsubscribe[];
   private _state: RoomState = 'idle';
   private _name: RoomName | null = null;
@@ -233,6 +238,62 @@ export class Room extends Emitter<RoomEvents> {
   /** File transfers in this room: `files.send(file)`, incoming offers (protocol.md, "File transfers"). */
   get files(): RoomFiles {
     return (this._files ??= new RoomFiles(this, this.logger));
+  }
+
+  /**
+   * Start an echo test (protocol.md, "Media jobs"): a media worker sends our
+   * own media back and, after `duration` seconds, reports what it saw. Resolves
+   * once a worker took the job (the test then connects by itself); rejects with
+   * `unavailable` when no worker runs, `not_found` before joining, `conflict`
+   * while another echo test of this room runs. One at a time per room: the
+   * worker tells its jobs apart by requester.
+   *
+   *     const test = await room.echoTest({ duration: 5 });
+   *     video.srcObject = test.stream;          // the echoed media
+   *     const report = await test.wait();       // verdict, reasons, numbers
+   *     await test.stop();                      // releases the job, closes the connection
+   */
+  async echoTest(options: EchoTestOptions = {}): Promise<EchoTest> {
+    const room = this._name;
+    if (this._state !== 'joined' || room === null) throw new RtcError('not_found', 'join the room first');
+    if (this.echo || this.echoRequesting) throw new RtcError('conflict', 'an echo test is already running');
+    const self = this._self?.id;
+    this.echoRequesting = true;
+    let job;
+    try {
+      job = await this.client.requestMedia(
+        room,
+        'echo',
+        options.duration !== undefined ? { duration: options.duration } : {},
+      );
+    } finally {
+      this.echoRequesting = false;
+    }
+    if (this._state !== 'joined' || this._name !== room || this._self?.id !== self) {
+      // Left (or rejoined as someone else) meanwhile: the node ends the job as `requester_left`.
+      throw new RtcError('disconnected', 'left the room while the echo test was requested');
+    }
+    this.workers.add(job.worker);
+    const test = new EchoTest({
+      client: this.client,
+      room,
+      job,
+      stream: options.stream === undefined ? this.localStream : options.stream,
+      configuration: this.peerConfiguration(),
+      send: (to, message) => this.sendSignal(to, message),
+      timeoutMs: options.timeoutMs ?? ((options.duration ?? 60) + 30) * 1000,
+      logger: this.logger,
+      onEnd: (ended) => {
+        if (this.echo === ended) this.echo = null;
+      },
+    });
+    this.echo = test;
+    return test;
+  }
+
+  /** The echo test under way, if any. */
+  get activeEchoTest(): EchoTest | null {
+    return this.echo;
   }
 
   /** Every peer connection, by participant id (a snapshot). */
@@ -345,6 +406,7 @@ export class Room extends Emitter<RoomEvents> {
     this._name = request.room;
     this.buffered = [];
     this.departed.clear();
+    this.workers.clear();
     this.setState('joining');
     const pending = this.client.request('room:join', request);
     this.joining = pending;
@@ -491,6 +553,15 @@ export class Room extends Emitter<RoomEvents> {
   private onSignal(event: SignalEvent): void {
     const from = event.from;
     if (from === this._self?.id || this.departed.has(from)) return;
+    if (this.workers.has(from)) {
+      // A media worker's hidden participant: only the echo test talks to it.
+      const echo = this.echo;
+      if (echo?.worker !== from) return;
+      if ('restart' in event) echo.handleSignal({ restart: true });
+      else if ('description' in event) echo.handleSignal({ description: event.description });
+      else echo.handleSignal({ candidate: event.candidate });
+      return;
+    }
     let message: PeerMessage;
     if ('restart' in event) {
       // Nothing to restart before a peer exists: its first offer carries fresh ICE anyway.
@@ -621,6 +692,8 @@ export class Room extends Emitter<RoomEvents> {
   }
 
   private teardown(reason: RemovalReason): void {
+    this.echo?.abort();
+    this.echo = null;
     for (const id of [...this.participantsById.keys()]) this.removeParticipant(id, reason);
     for (const peer of this.peersById.values()) peer.close();
     this.peersById.clear();
@@ -629,17 +702,20 @@ export class Room extends Emitter<RoomEvents> {
     this._selfConnection = 'connected';
   }
 
-  private createPeer(participant: MutableParticipant, role: PeerRole): Peer {
-    const id = participant.id;
-    const configuration: RTCConfiguration = {
+  private peerConfiguration(): RTCConfiguration {
+    return {
       iceServers: this.iceServers.map((s) => ({ ...s })),
       iceTransportPolicy: this.options.iceTransportPolicy ?? 'all',
     };
+  }
+
+  private createPeer(participant: MutableParticipant, role: PeerRole): Peer {
+    const id = participant.id;
     const peer = new Peer({
       id,
       polite: participant.polite,
       role,
-      configuration,
+      configuration: this.peerConfiguration(),
       send: (message) => this.sendSignal(id, message),
       logger: this.logger,
     });

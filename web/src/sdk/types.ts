@@ -170,6 +170,31 @@ export interface CallActionResult {
   state: CallState;
 }
 
+// ---- media jobs (protocol.md, "Media jobs (echo, record, forward)") ----
+
+/** What a media worker does for a `media:request`. */
+export type MediaKind = 'echo' | 'record' | 'forward';
+
+export interface MediaRequest {
+  /** A room the client is in. */
+  room: RoomName;
+  kind: MediaKind;
+  /** Echo only: seconds of media before the report, 1–60; default the node's (8). */
+  duration?: number;
+}
+
+/** The `media:request` ack: the job and the worker's hidden participant in the room. */
+export interface MediaJob {
+  job: string;
+  kind: MediaKind;
+  /** The worker's participant id in the room: offer to it, `signal` as with any peer. */
+  worker: ParticipantId;
+}
+
+export interface MediaReleaseRequest {
+  job: string;
+}
+
 /** Request payload and ack result of each client -> server event. */
 export interface Requests {
   'room:join': [JoinRequest, JoinResult];
@@ -190,6 +215,8 @@ export interface Requests {
   'file:cancel': [FileCancelRequest, FileTransferResult];
   'file:subscribe': [FileRoomRequest, FileSubscribeResult];
   'file:unsubscribe': [FileRoomRequest, object];
+  'media:request': [MediaRequest, MediaJob];
+  'media:release': [MediaReleaseRequest, object];
 }
 export type RequestName = keyof Requests;
 
@@ -366,6 +393,71 @@ export interface FileSubscribeResult {
   transfers: FileStateEvent[];
 }
 
+/** Candidate types of a selected ICE pair. */
+export type CandidateType = 'host' | 'srflx' | 'prflx' | 'relay';
+
+/** The echo report: what the worker saw on its side of the connection (protocol.md, "The echo report"). */
+export interface EchoReport {
+  verdict: 'good' | 'degraded' | 'failed';
+  /** Why the verdict is not `good`, in words a user can act on; empty when good. */
+  reasons: string[];
+  /** Seconds of media observed. */
+  duration: number;
+  connection: {
+    /** The worker's `connectionState` at report time. */
+    state: string;
+    /** The selected candidate pair's types, from the worker's side; null without a pair. */
+    local: CandidateType | null;
+    remote: CandidateType | null;
+    /** Either side is `relay`. */
+    turn: boolean;
+    /** `udp` / `tcp`, or null. */
+    protocol: string | null;
+  };
+  /** Round-trip time from RTCP, or null. */
+  rttMs: number | null;
+  audio: EchoStreamReport | null;
+  video: EchoVideoReport | null;
+}
+
+export interface EchoStreamReport {
+  packets: number;
+  packetsLost: number;
+  lossPercent: number;
+  jitterMs: number;
+  bitrateKbps: number;
+}
+
+export interface EchoVideoReport extends EchoStreamReport {
+  frames: number;
+  frameRate: number;
+  keyframes: number;
+  /** Of the last keyframe; null when none could be read. */
+  width: number | null;
+  height: number | null;
+}
+
+export interface MediaReportEvent {
+  room: RoomName;
+  job: string;
+  report: EchoReport;
+}
+
+/**
+ * Why a job ended: `released` / `finished` (the other side released it: told to
+ * the worker / the requester), `requester_left` (told to the worker),
+ * `worker_lost` (the worker disconnected; carries `error.code` `unavailable`).
+ */
+export type MediaEndReason = 'released' | 'finished' | 'requester_left' | 'worker_lost';
+
+export interface MediaEndedEvent {
+  room: RoomName;
+  job: string;
+  kind: MediaKind;
+  reason: MediaEndReason;
+  error?: WireError;
+}
+
 /** Room events: they carry the room's `seq`. */
 export interface RoomEventMap {
   'participant:joined': ParticipantJoinedEvent;
@@ -386,6 +478,8 @@ export interface ServerEvents extends RoomEventMap {
   'call:incoming': CallIncomingEvent;
   'call:state': CallStateEvent;
   'file:state': FileStateEvent;
+  'media:report': MediaReportEvent;
+  'media:ended': MediaEndedEvent;
 }
 export type ServerEventName = keyof ServerEvents;
 export const SERVER_EVENT_NAMES: readonly ServerEventName[] = [
@@ -398,4 +492,6 @@ export const SERVER_EVENT_NAMES: readonly ServerEventName[] = [
   'call:incoming',
   'call:state',
   'file:state',
+  'media:report',
+  'media:ended',
 ];
