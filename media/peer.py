@@ -24,6 +24,7 @@ from signaling.client import (
     ParticipantLeft,
     RecordingState,
     RequestError,
+    RoomModeChanged,
     SessionStarted,
     SignalingClient,
     SignalReceived,
@@ -31,6 +32,7 @@ from signaling.client import (
 from signaling.ids import ParticipantId, RoomId
 
 from .files import AcceptPolicy, FileTransfers, OutgoingFile
+from .forwarded import ForwardedMedia
 from .ice import rtc_configuration
 from .link import LinkStats, PeerLink, SendSignal
 from .taskutil import cancel_and_wait
@@ -38,7 +40,8 @@ from .tracks import SyntheticMedia
 
 log = logging.getLogger(__name__)
 
-_ROOM_SCOPED = (SignalReceived, ParticipantJoined, ParticipantLeft, RecordingState)
+_ROOM_SCOPED = (SignalReceived, ParticipantJoined, ParticipantLeft, RecordingState,
+                RoomModeChanged)
 
 _POLL_INTERVAL = 0.05
 
@@ -97,6 +100,10 @@ class HeadlessPeer:
         self._later_joiners: dict[ParticipantId, bool] = {}
         # Participants who left: a straggling signal from one must not open a new link.
         self._gone: set[ParticipantId] = set()
+        # Everyone else in the room now (to mesh again when forwarding ends).
+        self._roster: set[ParticipantId] = set()
+        # While the room forwards through a media worker (then there are no mesh links).
+        self.forwarded: ForwardedMedia | None = None
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._unsubscribe: Callable[[], None] | None = None
         self._join_started = False
@@ -129,7 +136,10 @@ class HeadlessPeer:
             raise RuntimeError("the peer was closed while joining")
         servers = joined.ice_servers if self._ice_override is None else self._ice_override
         self._configuration = rtc_configuration(servers, relay_only=self._relay_only)
-        for participant in joined.participants:
+        self._roster = {p.id for p in joined.participants}
+        if joined.mode == "forward" and joined.worker is not None:
+            self._forward_through(joined.worker)
+        for participant in joined.participants if self.forwarded is None else ():
             # We joined later, so we are polite; the ack says so too.
             polite = True if participant.polite is None else participant.polite
             self._open_link(participant.id, polite).offer()
@@ -230,6 +240,9 @@ class HeadlessPeer:
         return MappingProxyType(self._links)
 
     def stats(self) -> dict[ParticipantId, LinkStats]:
+        """What each other participant has sent us: over its mesh link, or forwarded."""
+        if self.forwarded is not None:
+            return self.forwarded.stats()
         return {pid: link.stats() for pid, link in self._links.items()}
 
     async def wait_for_media(self, *, min_video_frames: int = 1, min_audio_frames: int = 1,
@@ -285,15 +298,24 @@ class HeadlessPeer:
             await self._close_upstream()
             if event.active and event.worker is not None:
                 self._open_upstream(event.worker)
+        elif isinstance(event, RoomModeChanged):
+            await self._change_mode(event)
         elif isinstance(event, SignalReceived):
-            if self._upstream is not None and event.sender == self._upstream.remote:
+            if (self.forwarded is not None and event.pc is not None
+                    and event.sender == self.forwarded.worker):
+                self.forwarded.deliver(event)
+            elif self._upstream is not None and event.sender == self._upstream.remote:
                 self._upstream.deliver(event)
             elif event.sender not in self._gone:
                 self._link_for(event.sender).deliver(event)
         elif isinstance(event, ParticipantJoined):
             # It will offer to us (it is the joiner); we only note our role.
+            self._roster.add(event.participant.id)
             self._later_joiners[event.participant.id] = event.polite
         elif isinstance(event, ParticipantLeft):
+            self._roster.discard(event.id)
+            if self.forwarded is not None:
+                await self.forwarded.publisher_left(event.id)
             self._gone.add(event.id)
             self._later_joiners.pop(event.id, None)
             link = self._links.get(event.id)
@@ -318,6 +340,31 @@ class HeadlessPeer:
         self._links[remote] = link
         return link
 
+    def _forward_through(self, worker: ParticipantId) -> None:
+        assert self._configuration is not None
+        self.forwarded = ForwardedMedia(
+            worker, configuration=self._configuration, media=self._media,
+            sender=lambda pc: self._sender(worker, pc), send_loss=self._send_loss)
+
+    async def _change_mode(self, event: RoomModeChanged) -> None:
+        """Switch between mesh links and forwarding, closing what the other mode used."""
+        forwarded, self.forwarded = self.forwarded, None
+        if forwarded is not None:
+            await forwarded.close()
+        if event.mode == "forward" and event.worker is not None:
+            await self._close_mesh_links()
+            self._forward_through(event.worker)
+            return
+        # Back to mesh (the worker is gone): the participant with the smaller id offers.
+        me = self.id
+        for other in sorted(self._roster):
+            if other in self._links:
+                continue
+            if me < other:
+                self._open_link(other, polite=False).offer()
+            else:
+                self._later_joiners[other] = True
+
     def _open_upstream(self, worker: ParticipantId) -> None:
         assert self._configuration is not None
         self._upstream = PeerLink(worker, polite=False, configuration=self._configuration,
@@ -338,11 +385,11 @@ class HeadlessPeer:
     def _on_data_channel(self, link: PeerLink, channel: RTCDataChannel) -> None:
         self.files.on_data_channel(link, channel)
 
-    def _sender(self, remote: ParticipantId) -> SendSignal:
+    def _sender(self, remote: ParticipantId, pc: str | None = None) -> SendSignal:
         async def send(message: dict[str, Any]) -> None:
             room = self._require_joined().room
             try:
-                await self._client.signal(room, remote, **message)
+                await self._client.signal(room, remote, pc=pc, **message)
             except RequestError as exc:
                 # Most likely the participant has just left; its link closes on that event.
                 log.info("signal to %s refused: %s", remote, exc)
@@ -351,6 +398,12 @@ class HeadlessPeer:
 
     async def _close_links(self) -> None:
         await self._close_upstream()
+        forwarded, self.forwarded = self.forwarded, None
+        if forwarded is not None:
+            await forwarded.close()
+        await self._close_mesh_links()
+
+    async def _close_mesh_links(self) -> None:
         links = dict(self._links)
         await asyncio.gather(*(link.close() for link in links.values()))
         for remote in links:

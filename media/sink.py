@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
@@ -32,6 +33,8 @@ class FrameCounter:
         self.last_size: tuple[int, int] | None = None
         # Only the last video frame is kept, so a test can look at the picture.
         self.last_frame: VideoFrame | None = None
+        # time.monotonic() at the first frame (how long a picture took to appear).
+        self.first_at: float | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -56,6 +59,8 @@ class FrameCounter:
                 log.exception("reading a %s track failed; counting stops", self.kind)
                 return
             self.frames += 1
+            if self.first_at is None:
+                self.first_at = time.monotonic()
             if isinstance(frame, VideoFrame):
                 self.last_size = (frame.width, frame.height)
                 self.last_frame = frame

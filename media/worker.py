@@ -33,6 +33,7 @@ from signaling.client import (
 from signaling.ids import ParticipantId, RoomId
 
 from .echo import EchoJob
+from .forward import ForwardJob
 from .ice import rtc_configuration
 from .link import SendSignal
 from .passthrough import check_aiortc_version
@@ -41,8 +42,8 @@ from .taskutil import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
-KINDS = ("echo", "record")
-Job = EchoJob | RecordJob
+KINDS = ("echo", "record", "forward")
+Job = EchoJob | RecordJob | ForwardJob
 _CONNECT_BACKOFF = (0.2, 5.0)  # first and largest delay between connect attempts
 
 
@@ -123,6 +124,10 @@ class MediaWorker:
             job = EchoJob(job_id, requester, duration=float(data["duration"]),
                           configuration=configuration, send=self._sender(room, requester),
                           send_report=lambda r: self._report(job_id, r), on_done=self._job_done)
+        elif kind == "forward":
+            job = ForwardJob(job_id, room, configuration=configuration,
+                             sender=lambda to, pc: self._sender(room, to, pc),
+                             roster=self._rosters.setdefault(room, {}))
         else:
             job = RecordJob(job_id, str(data["recording"]), room, directory=self.recordings_dir,
                             started_at=float(data["startedAt"]) / 1000, by=str(data["by"]),
@@ -144,10 +149,10 @@ class MediaWorker:
                     (p.id, p) for p in joined.participants)
             return self._rooms[room]
 
-    def _sender(self, room: RoomId, to: ParticipantId) -> SendSignal:
+    def _sender(self, room: RoomId, to: ParticipantId, pc: str | None = None) -> SendSignal:
         async def send(message: dict[str, Any]) -> None:
             try:
-                await self._client.signal(room, to, **message)
+                await self._client.signal(room, to, pc=pc, **message)
             except RequestError as exc:
                 log.info("signal to %s refused: %s", to, exc)
 
@@ -179,7 +184,7 @@ class MediaWorker:
             for job_id, job in list(self._jobs.items()):
                 if isinstance(job, EchoJob) and job.requester == event.id:
                     self._spawn(self._end(job_id, tell_node=False))
-                elif isinstance(job, RecordJob) and job.room == event.room:
+                elif isinstance(job, RecordJob | ForwardJob) and job.room == event.room:
                     self._spawn(job.participant_left(event.id))
         elif isinstance(event, SessionStarted) and not event.resumed and self._registered.is_set():
             # The node dropped our session (and failed our jobs): start over.
@@ -187,11 +192,15 @@ class MediaWorker:
             self._spawn(self._restart())
 
     def _route(self, signal: SignalReceived) -> None:
-        """A signal goes to the echo test its sender asked for, else to the room's recording."""
+        """A signal goes to the echo test its sender asked for, a tagged one to the room's
+        forwarding, else to the room's recording."""
         in_room = [(j, job) for j, job in self._jobs.items()
                    if self._job_rooms[j] == signal.room]
         for _, job in in_room:
-            if isinstance(job, EchoJob) and job.requester == signal.sender:
+            if isinstance(job, EchoJob) and job.requester == signal.sender and signal.pc is None:
+                job.deliver(signal)
+                return
+            if isinstance(job, ForwardJob) and signal.pc is not None:
                 job.deliver(signal)
                 return
         for _, job in in_room:

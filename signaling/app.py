@@ -12,6 +12,7 @@ from .config import Config
 from .edge import SignalingEdge
 from .filerelay import FileRelay
 from .files import FileService
+from .forward_edge import ForwardEdge
 from .http import CONFIG, add_routes
 from .media_edge import MediaEdge
 from .push import LogPush, PushHook, WebhookPush
@@ -60,6 +61,7 @@ def create_app(config: Config) -> web.Application:
                                                  RecordingStore(config.recordings_dir),
                                                  config.secret)
     recordings.add_routes(app)
+    ForwardEdge(edge, media, config.mesh_max_participants)
     relay = app[RELAY] = FileRelay(config.file_dir, config.file_relay_max_bytes,
                                    config.file_ttl, config.secret, files, edge.file_changed)
     relay.add_routes(app)

@@ -76,6 +76,9 @@ class JoinedRoom:
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
     # The room's running recording (a `recording:state` payload without room and seq).
     recording: dict[str, Any] | None = None
+    # `mesh`, or `forward` through `worker` (docs/protocol.md, "Forwarding").
+    mode: str = "mesh"
+    worker: ParticipantId | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,8 @@ class SignalReceived:
     candidate: dict[str, Any] | None = None
     is_candidate: bool = False
     restart: bool = False
+    # `up` or `down` in a forwarded room (docs/protocol.md, "Forwarding"), else None.
+    pc: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +184,17 @@ class RecordingState:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomModeChanged:
+    """The room switched between mesh and forwarding through `worker` (a room event)."""
+
+    room: RoomId
+    seq: int
+    mode: str
+    worker: ParticipantId | None = None
+    moved: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class MediaJob:
     """A media job the node gave to a worker; negotiate with `worker` by `signal`."""
 
@@ -213,7 +229,8 @@ class Disconnected:
 
 Event = (ParticipantJoined | ParticipantLeft | ParticipantUpdated | SignalReceived
          | ConnectionChanged | SessionStarted | Draining | CallIncoming | CallStateChanged
-         | FileState | MediaReport | MediaEnded | RecordingState | Disconnected)
+         | FileState | MediaReport | MediaEnded | RecordingState | RoomModeChanged
+         | Disconnected)
 Subscriber = Callable[[Event], None]
 
 
@@ -239,6 +256,7 @@ def _signal(d: dict[str, Any]) -> SignalReceived:
         room=RoomId(d["room"]), sender=ParticipantId(d["from"]),
         description=d.get("description"), candidate=d.get("candidate"),
         is_candidate="candidate" in d, restart=bool(d.get("restart", False)),
+        pc=d.get("pc"),
     )
 
 
@@ -273,6 +291,11 @@ def _recording(d: dict[str, Any]) -> RecordingState:
                           worker=d.get("worker"), reason=d.get("reason"), data=d)
 
 
+def _room_mode(d: dict[str, Any]) -> RoomModeChanged:
+    return RoomModeChanged(room=RoomId(d["room"]), seq=d["seq"], mode=str(d["mode"]),
+                           worker=d.get("worker"), moved=bool(d.get("moved", False)))
+
+
 def _draining(d: dict[str, Any]) -> Draining:
     return Draining(reconnect_in=int(d["reconnectIn"]))
 
@@ -289,10 +312,12 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Event]] = {
     "media:report": _media_report,
     "media:ended": _media_ended,
     "recording:state": _recording,
+    "room:mode": _room_mode,
 }
 
 
-_ROOM_EVENTS = (ParticipantJoined, ParticipantLeft, ParticipantUpdated, RecordingState)
+_ROOM_EVENTS = (ParticipantJoined, ParticipantLeft, ParticipantUpdated, RecordingState,
+                RoomModeChanged)
 _MAX_SENDS = 3
 _SESSION_LOST = frozenset({"not_found", "forbidden", "conflict"})
 
@@ -475,6 +500,7 @@ class SignalingClient:
             user=UserId(me["user"]), name=me["name"],
             participants=[ParticipantInfo.from_wire(p) for p in ack["participants"]],
             ice_servers=ack["iceServers"], recording=ack.get("recording"),
+            mode=ack.get("mode", "mesh"), worker=ack.get("worker"),
         )
 
     async def leave(self, room: str) -> None:
@@ -483,10 +509,13 @@ class SignalingClient:
         self._last_seq.pop(RoomId(room), None)
 
     async def signal(self, room: str, to: str, *, description: dict[str, str] | None = None,
-                     candidate: dict[str, Any] | None = _UNSET, restart: bool = False) -> None:
+                     candidate: dict[str, Any] | None = _UNSET, restart: bool = False,
+                     pc: str | None = None) -> None:
         """Send a description, a candidate, (candidate=None) end-of-candidates, or a restart
-        request to a peer."""
+        request to a peer; `pc` tags which connection to a media worker it is for."""
         payload: dict[str, Any] = {"room": room, "to": to}
+        if pc is not None:
+            payload["pc"] = pc
         if description is not None:
             payload["description"] = description
         if candidate is not _UNSET:

@@ -67,6 +67,8 @@ class Config:
     worker_url: str | None = None
     worker_token: str | None = field(default=None, repr=False)
     echo_duration: float = 8.0
+    # Rooms with more participants than this send media through a media worker.
+    mesh_max_participants: int = 4
     # Where media workers write recordings and the node serves them from (shared by both).
     recordings_dir: Path = Path("recordings")
 
@@ -78,7 +80,8 @@ class Config:
         for name in ("max_sdp_bytes", "max_meta_bytes", "turn_ttl", "token_ttl", "resume_grace",
                      "ping_interval", "ping_timeout", "room_log_size", "dedup_window",
                      "call_ring_timeout", "call_max_callees", "file_max_bytes",
-                     "file_relay_max_bytes", "file_ttl", "worker_capacity", "echo_duration"):
+                     "file_relay_max_bytes", "file_ttl", "worker_capacity", "echo_duration",
+                     "mesh_max_participants"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.turn_urls and not self.turn_secret:

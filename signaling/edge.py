@@ -61,6 +61,8 @@ Ack = dict[str, Any]
 Handler = Callable[[Session, object], Awaitable[Ack]]
 # Told of every participant that leaves (hidden ones included), after it is gone.
 LeftListener = Callable[[Participant, LeaveReason], Awaitable[None]]
+# Told of every visible participant that joined, before its join is acked.
+JoinedListener = Callable[[Session, Participant], Awaitable[None]]
 # Told of every session that is over, after it left its rooms.
 EndedListener = Callable[[Session], Awaitable[None]]
 REASON = socketio.AsyncServer.reason
@@ -98,6 +100,7 @@ class SignalingEdge:
         self._left_listeners: list[LeftListener] = []
         self._ended_listeners: list[EndedListener] = []
         self._join_extras: list[Callable[[RoomId], Ack]] = []
+        self._joined_listeners: list[JoinedListener] = []
         handlers: dict[ClientEvent, Handler] = {
             ClientEvent.ROOM_JOIN: self._join,
             ClientEvent.ROOM_LEAVE: self._leave,
@@ -134,6 +137,9 @@ class SignalingEdge:
 
     def on_session_ended(self, listener: EndedListener) -> None:
         self._ended_listeners.append(listener)
+
+    def on_participant_joined(self, listener: JoinedListener) -> None:
+        self._joined_listeners.append(listener)
 
     def add_to_join_ack(self, fields: Callable[[RoomId], Ack]) -> None:
         """Add `fields(room)` to every `room:join` ack (the room's state kept elsewhere)."""
@@ -331,6 +337,12 @@ class SignalingEdge:
         await self._emit_room(joined.event)
         log.info("join room=%s participant=%s user=%s seq=%d%s",
                  req.room, me.id, me.user, joined.seq, " hidden" if me.hidden else "")
+        if not me.hidden:
+            for listener in self._joined_listeners:
+                try:
+                    await listener(session, me)
+                except Exception:
+                    log.exception("participant-joined listener failed for %s", me.id)
         return ok(
             room=req.room,
             seq=joined.seq,

@@ -39,6 +39,8 @@ from .workers import Job, WorkerRegistry
 
 log = logging.getLogger(__name__)
 
+RequestHandler = Callable[[Session, Participant], Awaitable[Ack]]
+
 # How long a worker has to join the room and accept a job.
 ASSIGN_TIMEOUT = 5.0
 
@@ -51,6 +53,7 @@ class MediaEdge:
         self._workers = workers
         self._config = config
         self._lost_handlers: dict[MediaKind, Callable[[Job], Awaitable[None]]] = {}
+        self._request_handlers: dict[MediaKind, RequestHandler] = {}
         edge.handle(ClientEvent.WORKER_REGISTER, self._register)
         edge.handle(ClientEvent.WORKER_LOAD, self._load)
         edge.handle(ClientEvent.MEDIA_REPORT, self._report)
@@ -99,6 +102,9 @@ class MediaEdge:
             raise Forbidden("recording needs grant record")
         if req.kind is not MediaKind.RECORD and not session.identity.grants.publish:
             raise Forbidden("media jobs need grant publish")
+        handler = self._request_handlers.get(req.kind)
+        if handler is not None:
+            return await handler(session, me)
         duration = req.duration if req.duration is not None else self._config.echo_duration
         job = await self.start_job(req.kind, session, me, {"duration": duration})
         return ok(job=job.id, kind=job.kind.value, worker=job.worker_participant)
@@ -117,6 +123,10 @@ class MediaEdge:
                 return job
             self._workers.end(job.id)
         raise Unavailable(f"no media worker accepted the {kind.value} job")
+
+    def on_request(self, kind: MediaKind, handler: RequestHandler) -> None:
+        """Serve `media:request` of `kind` with `handler` (a room-wide job, not a private one)."""
+        self._request_handlers[kind] = handler
 
     def on_job_lost(self, kind: MediaKind, handler: Callable[[Job], Awaitable[None]]) -> None:
         """Handle `kind` jobs whose worker is gone (instead of telling their requester)."""
@@ -170,7 +180,7 @@ class MediaEdge:
 
     async def _participant_left(self, participant: Participant, reason: LeaveReason) -> None:
         for job in self._workers.jobs_of(participant.id):
-            if job.kind is not MediaKind.RECORD:  # a recording is the room's, not its starter's
+            if job.kind is MediaKind.ECHO:  # recordings and forwarding are the room's
                 await self._end(job, MediaEndReason.REQUESTER_LEFT, tell_requester=False)
 
     async def _session_ended(self, session: Session) -> None:

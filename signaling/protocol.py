@@ -66,6 +66,7 @@ class ServerEvent(StrEnum):
     MEDIA_REPORT = "media:report"
     MEDIA_ENDED = "media:ended"
     RECORDING_STATE = "recording:state"
+    ROOM_MODE = "room:mode"
     # To media workers only, with an ack:
     MEDIA_ASSIGN = "media:assign"
 
@@ -74,6 +75,13 @@ class LeaveReason(StrEnum):
     LEAVE = "leave"
     DISCONNECT = "disconnect"
     TIMEOUT = "timeout"
+
+
+class RoomMode(StrEnum):
+    """How a room's media flows: peer to peer, or through a media worker."""
+
+    MESH = "mesh"
+    FORWARD = "forward"
 
 
 class MediaKind(StrEnum):
@@ -151,7 +159,9 @@ def _room(data: dict[str, Any]) -> RoomId:
 
 _JOIN_FIELDS = frozenset({"room", "name", "meta", "hidden"})
 _ROOM_FIELDS = frozenset({"room"})
-_SIGNAL_FIELDS = frozenset({"room", "to", "description", "candidate", "restart"})
+_SIGNAL_FIELDS = frozenset({"room", "to", "description", "candidate", "restart", "pc"})
+# Which of several peer connections between the same two participants a signal is for.
+SIGNAL_PCS = frozenset({"up", "down"})
 _UPDATE_FIELDS = frozenset({"room", "state"})
 _DESCRIPTION_FIELDS = frozenset({"type", "sdp"})
 _CANDIDATE_FIELDS = frozenset({"candidate", "sdpMid", "sdpMLineIndex", "usernameFragment"})
@@ -197,6 +207,10 @@ def parse_signal(data: object, max_sdp_bytes: int) -> SignalRequest:
         body = {"restart": True}
     else:
         raise BadRequest("restart must be true")
+    if "pc" in obj:
+        if obj["pc"] not in SIGNAL_PCS:
+            raise BadRequest("pc must be up or down")
+        body["pc"] = obj["pc"]
     return SignalRequest(room=room, to=ParticipantId(to), body=body)
 
 

@@ -53,6 +53,7 @@ class RecordingEdge:
         edge.on_participant_left(self._participant_left)
         edge.add_to_join_ack(self._join_fields)
         media.on_job_lost(MediaKind.RECORD, self._worker_lost)
+        media.on_request(MediaKind.RECORD, self._requested)
 
     def active(self, room: RoomId) -> Recording | None:
         return self._active.get(room)
@@ -61,7 +62,11 @@ class RecordingEdge:
 
     async def _start(self, session: Session, data: object) -> Ack:
         room = parse_room_only(data)
-        me = self._edge.rooms.member(session.id, room)
+        return await self._requested(session, self._edge.rooms.member(session.id, room))
+
+    async def _requested(self, session: Session, me: Participant) -> Ack:
+        """`recording:start`, or `media:request {kind: "record"}`, which is the same."""
+        room = me.room
         if not session.identity.grants.record:
             raise Forbidden("recording needs grant record")
         if room in self._active:
