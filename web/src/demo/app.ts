@@ -12,8 +12,9 @@ import {
 import { FilePanel, findFileUi } from './files';
 import { openLocalMedia, openScreen, stopStream } from './media';
 import type { DemoParams } from './params';
+import { RecordingPanel, findRecordingUi } from './recording';
 import { TileGrid } from './tiles';
-import { fetchDevToken, tabUserId } from './token';
+import { fetchDevToken, readClaims, tabUserId } from './token';
 
 /** The page elements the demo drives; all looked up once. */
 export interface Ui {
@@ -129,6 +130,10 @@ export class DemoApp {
   private readonly tiles: TileGrid;
   /** The room's file transfers: drop zone, picker, one row per transfer. */
   readonly files: FilePanel;
+  /** The recording indicator and the Start / Stop recording buttons. */
+  readonly recording: RecordingPanel;
+  /** The token the client last used (the `token` parameter, or the last dev token). */
+  private token: string | null;
   private screenTrack: MediaStreamTrack | null = null;
   private speaking: SpeakingDetector | null = null;
   private busy = false;
@@ -137,7 +142,9 @@ export class DemoApp {
     private readonly ui: Ui,
     private readonly params: DemoParams,
   ) {
-    this.userId = tabUserId(params.user);
+    this.token = params.token;
+    // A given token names its user: the page then says who it really is.
+    this.userId = tabUserId(params.user ?? readClaims(params.token)?.sub ?? null);
     ui.selfUser.textContent = this.userId;
     this.tiles = new TileGrid(ui.tiles, () => {
       ui.enableSound.hidden = false;
@@ -147,6 +154,7 @@ export class DemoApp {
       log: (type, detail) => this.log(type, detail),
       onError: (err) => this.showError(err),
     });
+    this.recording = new RecordingPanel(findRecordingUi(), this);
     ui.roomInput.value = params.room ?? '';
     ui.nameInput.value = params.name ?? sessionStorage.getItem(NAME_KEY) ?? '';
     ui.nameInput.placeholder = `Guest ${this.userId.slice(-4)}`;
@@ -178,6 +186,11 @@ export class DemoApp {
     this.showCallState(null);
   }
 
+  /** Whether our token has grant `record` (decoded here only to show the buttons; the node enforces it). */
+  get canRecord(): boolean {
+    return readClaims(this.token)?.record === true;
+  }
+
   /** The signaling connection's state (`idle` before the first connect). */
   get connectionState(): ConnectionState {
     return this.client?.state ?? 'idle';
@@ -196,7 +209,13 @@ export class DemoApp {
     if (this.connecting) return this.connecting;
     const client = new SignalingClient({
       // A function, so every (re)connect gets a fresh dev token.
-      token: this.params.token ?? (() => fetchDevToken(this.userId, this.displayName(), this.params.server)),
+      token:
+        this.params.token ??
+        (async () => {
+          const token = await fetchDevToken(this.userId, this.displayName(), this.params.server);
+          this.token = token;
+          return token;
+        }),
       ...(this.params.server ? { url: this.params.server } : {}),
     });
     existing?.close();
@@ -253,6 +272,7 @@ export class DemoApp {
       this.room = room;
       this.wire(room);
       this.files.attach(room);
+      this.recording.attach(room);
 
       const local = this.tiles.ensure(LOCAL, { id: '', name: `${name} (you)`, local: true });
       local.setStream(this.outgoing);
@@ -291,6 +311,7 @@ export class DemoApp {
     const room = this.room;
     this.room = null;
     this.files.detach();
+    this.recording.detach();
     this.speaking?.close();
     this.speaking = null;
     if (room) await room.close().catch(() => undefined);

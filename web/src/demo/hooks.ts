@@ -1,6 +1,7 @@
 import {
   IncomingTransfer,
   sha256Hex,
+  type ActiveRecording,
   type CallStateEvent,
   type ConnectionState,
   type EchoReport,
@@ -35,6 +36,13 @@ export interface PeerStats {
   connectionState: RTCPeerConnectionState;
   video: { framesDecoded: number; framesReceived: number; bytesReceived: number; frameWidth: number };
   audio: { packetsReceived: number; bytesReceived: number };
+}
+
+/** What we send to the recording worker: summed `outbound-rtp` counters of the upstream connection. */
+export interface UpstreamStats {
+  connectionState: RTCPeerConnectionState;
+  video: { framesEncoded: number; framesSent: number; bytesSent: number; frameWidth: number; frameHeight: number };
+  audio: { packetsSent: number; bytesSent: number };
 }
 
 export interface ParticipantSnapshot {
@@ -114,6 +122,17 @@ export interface MikotoDemo {
   startEcho(): Promise<void>;
   /** Stop it (releases the worker). */
   stopEcho(): Promise<void>;
+  /** The room's running recording (`room.recording`), null when not recorded or not in a room. */
+  readonly recording: Readonly<ActiveRecording> | null;
+  /** Whether our token has grant `record` (the Start / Stop recording buttons show). */
+  readonly canRecord: boolean;
+  /** What "Start recording" / "Stop recording" do; reject with the error they show. */
+  startRecording(): Promise<void>;
+  stopRecording(): Promise<void>;
+  /** The connection sending our media to the recording worker (null while not recorded). */
+  recordingConnection(): RTCPeerConnection | null;
+  /** Its `outbound-rtp` counters; null while not recorded. */
+  recordingStats(): Promise<UpstreamStats | null>;
 }
 
 declare global {
@@ -237,6 +256,19 @@ export function installHooks(app: DemoApp, echo: EchoPanel): MikotoDemo {
     },
     startEcho: () => echo.start(),
     stopEcho: () => echo.stop(),
+    get recording() {
+      return app.room?.recording ?? null;
+    },
+    get canRecord() {
+      return app.canRecord;
+    },
+    startRecording: () => app.recording.start(),
+    stopRecording: () => app.recording.stop(),
+    recordingConnection: () => app.room?.recordingConnection ?? null,
+    recordingStats: async () => {
+      const pc = app.room?.recordingConnection;
+      return pc ? upstreamStats(pc) : null;
+    },
   };
   window.mikotoDemo = hooks;
   return hooks;
@@ -260,6 +292,30 @@ export async function peerStats(pc: RTCPeerConnection): Promise<PeerStats> {
     } else if (rtp.kind === 'audio') {
       result.audio.packetsReceived += rtp.packetsReceived ?? 0;
       result.audio.bytesReceived += rtp.bytesReceived ?? 0;
+    }
+  });
+  return result;
+}
+
+export async function upstreamStats(pc: RTCPeerConnection): Promise<UpstreamStats> {
+  const result: UpstreamStats = {
+    connectionState: pc.connectionState,
+    video: { framesEncoded: 0, framesSent: 0, bytesSent: 0, frameWidth: 0, frameHeight: 0 },
+    audio: { packetsSent: 0, bytesSent: 0 },
+  };
+  const report = await pc.getStats();
+  report.forEach((entry: RTCStats) => {
+    if (entry.type !== 'outbound-rtp') return;
+    const rtp = entry as RTCOutboundRtpStreamStats;
+    if (rtp.kind === 'video') {
+      result.video.framesEncoded += rtp.framesEncoded ?? 0;
+      result.video.framesSent += rtp.framesSent ?? 0;
+      result.video.bytesSent += rtp.bytesSent ?? 0;
+      result.video.frameWidth = rtp.frameWidth ?? 0;
+      result.video.frameHeight = rtp.frameHeight ?? 0;
+    } else if (rtp.kind === 'audio') {
+      result.audio.packetsSent += rtp.packetsSent ?? 0;
+      result.audio.bytesSent += rtp.bytesSent ?? 0;
     }
   });
   return result;

@@ -47,3 +47,33 @@ export async function fetchDevToken(user: string, name: string, server: string |
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null;
 }
+
+/** What the demo reads from a token's payload: who it is and what it may do. */
+export interface TokenClaims {
+  sub: string | null;
+  /** `grants.record`: may start and stop recordings. */
+  record: boolean;
+}
+
+/**
+ * Read a JWT's payload without checking it, only to decide what to show (the
+ * Start recording button); the node checks the signature and the grants. Null
+ * for something that is not a JWT.
+ */
+export function readClaims(token: string | null): TokenClaims | null {
+  const payload = token?.split('.')[1];
+  if (!payload) return null;
+  try {
+    const base64 = payload.replace(/-/g, '+').replace(/_/g, '/');
+    const binary = atob(base64.padEnd(base64.length + ((4 - (base64.length % 4)) % 4), '='));
+    const json: unknown = JSON.parse(new TextDecoder().decode(Uint8Array.from(binary, (c) => c.charCodeAt(0))));
+    if (!isObject(json)) return null;
+    const grants = json['grants'];
+    return {
+      sub: typeof json['sub'] === 'string' ? json['sub'] : null,
+      record: isObject(grants) && grants['record'] === true,
+    };
+  } catch {
+    return null;
+  }
+}

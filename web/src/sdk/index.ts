@@ -51,6 +51,8 @@ export { consoleLogger } from './log';
 export type { Logger } from './log';
 export { Peer, toWireCandidate } from './peer';
 export type { PeerConnectionState, PeerEvents, PeerMessage, PeerOptions, PeerRole } from './peer';
+export { RecordingUpstream } from './recording';
+export type { RecordingUpstreamEvents } from './recording';
 export { Room } from './room';
 export type {
   JoinInfo,

@@ -5,8 +5,10 @@ import { Emitter, type Unsubscribe } from './events';
 import { RoomFiles } from './files';
 import { consoleLogger, type Logger } from './log';
 import { Peer, type PeerConnectionState, type PeerMessage, type PeerRole } from './peer';
+import { RecordingUpstream } from './recording';
 import {
   EMPTY_STATE,
+  type ActiveRecording,
   type IceServer,
   type JoinRequest,
   type LeaveReason,
@@ -16,6 +18,8 @@ import {
   type ParticipantState,
   type ParticipantUpdatedEvent,
   type PresenceState,
+  type RecordingInfo,
+  type RecordingStateEvent,
   type RoomEventName,
   type RoomName,
   type SelfInfo,
@@ -76,6 +80,8 @@ export interface JoinInfo {
   self: SelfInfo;
   participants: RemoteParticipant[];
   iceServers: IceServer[];
+  /** The room's running recording (we already send our media to it), or null. */
+  recording: ActiveRecording | null;
 }
 
 /** Why a participant is no longer listed: theirs (`leave`, `disconnect`) or ours (`local`). */
@@ -108,7 +114,23 @@ export interface RoomEvents {
   'connection:state': ConnectionStateChange;
   /** A participant opened a data channel toward us (file transfers use labels `file:<id>`). */
   datachannel: { participantId: ParticipantId; channel: RTCDataChannel };
+  /**
+   * The room's recording started, moved to another worker, or ended; or our
+   * membership ended while it ran. `recording` is `room.recording` now (null: not
+   * recorded), `state` what the node said (the join ack's state or a
+   * `recording:state`; null when we left: the recording may go on without us).
+   */
+  'recording:state': {
+    recording: Readonly<ActiveRecording> | null;
+    previous: Readonly<ActiveRecording> | null;
+    state: Readonly<RecordingInfo> | null;
+  };
+  /** The connection sending our media to the recording worker changed state (`closed` once closed). */
+  'recording:connection': { worker: ParticipantId; state: PeerConnectionState };
 }
+
+/** A worker may take up to 5 s to accept, and the node may try more than one. */
+const RECORDING_START_TIMEOUT_MS = 15_000;
 
 interface MutableParticipant {
   id: ParticipantId;
@@ -135,9 +157,15 @@ export class Room extends Emitter<RoomEvents> {
   private readonly peersById = new Map<ParticipantId, Peer>();
   /** Ids that left: a late signal from them must not resurrect a peer. */
   private readonly departed = new Set<ParticipantId>();
-  /** Media workers' hidden participants: their signals go to the echo test, never to a room peer. */
+  /**
+   * Media workers' hidden participants: their signals go to our connection to
+   * that worker (the echo test, the recording upstream), never to a room peer.
+   */
   private readonly workers = new Set<ParticipantId>();
   private echo: EchoTest | null = null;
+  private _recording: ActiveRecording | null = null;
+  /** Our media to the recording worker, while the room is recorded. */
+  private upstream: RecordingUpstream | null = null;
   private echoRequesting = false;
   private readonly unsubscribes: Unsubscribe[];
   private _state: RoomState = 'idle';
@@ -167,6 +195,7 @@ export class Room extends Emitter<RoomEvents> {
       client.on('participant:joined', (e) => this.onServerEvent('participant:joined', e)),
       client.on('participant:left', (e) => this.onServerEvent('participant:left', e)),
       client.on('participant:updated', (e) => this.onServerEvent('participant:updated', e)),
+      client.on('recording:state', (e) => this.onServerEvent('recording:state', e)),
       client.on('signal', (e) => this.onServerEvent('signal', e)),
       client.on('state', (change) => this.onConnectionState(change)),
       client.on('session:lost', ({ error }) => this.onSessionLost(error)),
@@ -223,6 +252,8 @@ export class Room extends Emitter<RoomEvents> {
   restartIce(participantId?: ParticipantId, reason = 'requested'): void {
     const peers = participantId === undefined ? [...this.peersById.values()] : [this.peersById.get(participantId)];
     for (const peer of peers) peer?.restartIce(reason);
+    const upstream = this.upstream;
+    if (upstream && (participantId === undefined || participantId === upstream.worker)) upstream.restartIce(reason);
   }
 
   /**
@@ -296,6 +327,53 @@ export class Room extends Emitter<RoomEvents> {
     return this.echo;
   }
 
+  /**
+   * The room's running recording (protocol.md, "Recording"), or null. While it
+   * runs the room sends our media to its worker by itself.
+   */
+  get recording(): Readonly<ActiveRecording> | null {
+    return this._recording;
+  }
+
+  /** The connection sending our media to the recording worker (null while not recorded). */
+  get recordingConnection(): RTCPeerConnection | null {
+    return this.upstream?.pc ?? null;
+  }
+
+  /**
+   * Start recording the room (grant `record`). Resolves with the recording
+   * once a worker took it (`recording:state` reaches everyone, us included);
+   * rejects with `forbidden` (no grant), `conflict` (already recorded),
+   * `unavailable` (no worker can record), `not_found` (not joined).
+   */
+  async startRecording(): Promise<Readonly<ActiveRecording>> {
+    const room = this._name;
+    if (this._state !== 'joined' || room === null) throw new RtcError('not_found', 'join the room first');
+    const ack = await this.client.request('recording:start', { room }, { timeoutMs: RECORDING_START_TIMEOUT_MS });
+    const state: ActiveRecording = {
+      recording: ack.recording,
+      active: true,
+      by: ack.by,
+      startedAt: ack.startedAt,
+      worker: ack.worker,
+    };
+    // The event comes before the ack; should it not have, the ack says the same.
+    if (this._name === room && this._state === 'joined' && this._recording === null) this.applyRecording(state);
+    return state;
+  }
+
+  /**
+   * Stop the room's recording (grant `record`; anyone with it, not only its
+   * starter). Resolves once stopped; `room.recording` turns null with the
+   * `recording:state` that follows. Rejects with `not_found` when nothing is
+   * recorded (or not joined), `forbidden` without the grant.
+   */
+  async stopRecording(): Promise<void> {
+    const room = this._name;
+    if (this._state !== 'joined' || room === null) throw new RtcError('not_found', 'join the room first');
+    await this.client.request('recording:stop', { room });
+  }
+
   /** Every peer connection, by participant id (a snapshot). */
   peerConnections(): Map<ParticipantId, RTCPeerConnection> {
     return new Map([...this.peersById].map(([id, peer]) => [id, peer.pc]));
@@ -361,7 +439,10 @@ export class Room extends Emitter<RoomEvents> {
    */
   async setLocalStream(stream: MediaStream | null): Promise<void> {
     this.localStream = stream;
-    await Promise.all([...this.peersById.values()].map((peer) => peer.setLocalTracks(stream)));
+    await Promise.all([
+      ...[...this.peersById.values()].map((peer) => peer.setLocalTracks(stream)),
+      this.upstream?.setLocalStream(stream),
+    ]);
     await this.publishMediaState();
   }
 
@@ -440,6 +521,7 @@ export class Room extends Emitter<RoomEvents> {
       this.createPeer(participant, 'offerer');
     }
     this.setState('joined');
+    if (ack.recording) this.applyRecording(ack.recording);
     const buffered = this.buffered;
     this.buffered = [];
     for (const item of buffered) this.dispatch(item);
@@ -454,6 +536,7 @@ export class Room extends Emitter<RoomEvents> {
       self: ack.self,
       participants,
       iceServers: ack.iceServers,
+      recording: this._recording,
     };
   }
 
@@ -493,6 +576,9 @@ export class Room extends Emitter<RoomEvents> {
         return;
       case 'participant:updated':
         if (this.acceptSeq(item.event, item.payload.seq)) this.onUpdated(item.payload);
+        return;
+      case 'recording:state':
+        if (this.acceptSeq(item.event, item.payload.seq)) this.onRecordingState(item.payload);
         return;
     }
   }
@@ -553,23 +639,17 @@ export class Room extends Emitter<RoomEvents> {
   private onSignal(event: SignalEvent): void {
     const from = event.from;
     if (from === this._self?.id || this.departed.has(from)) return;
+    const message = toPeerMessage(event);
     if (this.workers.has(from)) {
-      // A media worker's hidden participant: only the echo test talks to it.
-      const echo = this.echo;
-      if (echo?.worker !== from) return;
-      if ('restart' in event) echo.handleSignal({ restart: true });
-      else if ('description' in event) echo.handleSignal({ description: event.description });
-      else echo.handleSignal({ candidate: event.candidate });
+      // A media worker's hidden participant: only our connection to it talks to it.
+      this.workerConnection(from)?.handleSignal(message);
       return;
     }
-    let message: PeerMessage;
-    if ('restart' in event) {
+    if ('restart' in message) {
       // Nothing to restart before a peer exists: its first offer carries fresh ICE anyway.
-      this.peersById.get(from)?.handleSignal({ restart: true });
+      void this.peersById.get(from)?.handleSignal(message);
       return;
     }
-    if ('description' in event) message = { description: event.description };
-    else message = { candidate: event.candidate };
     let peer = this.peersById.get(from);
     if (!peer) {
       // The first signal from a newcomer: it joined after us, so we are impolite
@@ -582,6 +662,74 @@ export class Room extends Emitter<RoomEvents> {
       peer = this.createPeer(participant, 'answerer');
     }
     void peer.handleSignal(message);
+  }
+
+  /**
+   * Our connection to a media worker: the echo test's, else the recording
+   * upstream's (the worker routes our signals in the same order: our echo
+   * job first, else the room's recording).
+   */
+  private workerConnection(worker: ParticipantId): { handleSignal(message: PeerMessage): void } | null {
+    if (this.echo?.worker === worker) return this.echo;
+    if (this.upstream?.worker === worker) return this.upstream;
+    return null;
+  }
+
+  // ---- recording ----
+
+  private onRecordingState(event: RecordingStateEvent): void {
+    const { room: _room, seq: _seq, ...state } = event;
+    this.applyRecording(state);
+  }
+
+  /**
+   * Follow the room's recording: while it is active our media goes to its
+   * worker over one upstream connection; a new worker (`moved`) gets a new
+   * connection; the end closes it. The same state twice changes nothing.
+   */
+  private applyRecording(state: RecordingInfo): void {
+    const previous = this._recording;
+    if (state.active) {
+      this.workers.add(state.worker);
+      const same =
+        previous !== null && previous.recording === state.recording && previous.worker === state.worker;
+      if (same && state.moved === previous.moved) return;
+      this._recording = { ...state };
+      const upstream = this.upstream;
+      if (!upstream || upstream.closed || upstream.recording !== state.recording || upstream.worker !== state.worker) {
+        this.openUpstream(state);
+      }
+    } else {
+      // The end of another recording than ours (a stale replay) changes nothing.
+      if (previous !== null && previous.recording !== state.recording) return;
+      this.closeUpstream();
+      this._recording = null;
+    }
+    this.emit('recording:state', { recording: this._recording, previous, state });
+  }
+
+  private openUpstream(state: ActiveRecording): void {
+    this.closeUpstream();
+    const worker = state.worker;
+    this.logger.info(`recording ${state.recording}: sending our media to worker ${worker}`);
+    const upstream = new RecordingUpstream({
+      recording: state.recording,
+      worker,
+      stream: this.localStream,
+      configuration: this.peerConfiguration(),
+      send: (message) => this.sendSignal(worker, message),
+      logger: this.logger,
+    });
+    upstream.on('connectionstatechange', ({ state: connection }) => {
+      this.emit('recording:connection', { worker, state: connection });
+    });
+    this.upstream = upstream;
+  }
+
+  private closeUpstream(): void {
+    const upstream = this.upstream;
+    this.upstream = null;
+    upstream?.close();
   }
 
   // ---- connection ----
@@ -694,6 +842,10 @@ export class Room extends Emitter<RoomEvents> {
   private teardown(reason: RemovalReason): void {
     this.echo?.abort();
     this.echo = null;
+    this.closeUpstream();
+    const recording = this._recording;
+    this._recording = null;
+    if (recording) this.emit('recording:state', { recording: null, previous: recording, state: null });
     for (const id of [...this.participantsById.keys()]) this.removeParticipant(id, reason);
     for (const peer of this.peersById.values()) peer.close();
     this.peersById.clear();
@@ -762,6 +914,12 @@ export class Room extends Emitter<RoomEvents> {
     this._state = state;
     this.emit('state', error ? { state, previous, error } : { state, previous });
   }
+}
+
+function toPeerMessage(event: SignalEvent): PeerMessage {
+  if ('restart' in event) return { restart: true };
+  if ('description' in event) return { description: event.description };
+  return { candidate: event.candidate };
 }
 
 function presence(value: unknown): PresenceState {

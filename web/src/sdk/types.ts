@@ -109,6 +109,8 @@ export interface JoinResult {
   self: SelfInfo;
   participants: JoinedParticipant[];
   iceServers: IceServer[];
+  /** The room's running recording, or null (absent from nodes without recording). */
+  recording?: ActiveRecording | null;
 }
 
 export interface LeaveRequest {
@@ -195,6 +197,56 @@ export interface MediaReleaseRequest {
   job: string;
 }
 
+// ---- recording (protocol.md, "Recording") ----
+
+export interface RecordingRequest {
+  room: RoomName;
+}
+
+/** Why a recording ended: `recording:stop`, the last participant left, or its worker died with no other to take over. */
+export type RecordingEndReason = 'stopped' | 'room_empty' | 'worker_lost';
+
+/** A running recording: `recording:state` with `active: true`, without `room` and `seq`. */
+export interface ActiveRecording {
+  /** The recording's id (its directory and REST id). */
+  recording: string;
+  active: true;
+  /** The user who started it. */
+  by: UserId;
+  /** Unix ms, the node's clock. */
+  startedAt: number;
+  /** The media worker's hidden participant id: every participant sends its media there. */
+  worker: ParticipantId;
+  /** The first worker died and this one took over: reconnect to it. */
+  moved?: boolean;
+}
+
+/** A recording that ended: `recording:state` with `active: false`, without `room` and `seq`. */
+export interface EndedRecording {
+  recording: string;
+  active: false;
+  /** Who stopped it; null when the node ended it (`room_empty`, `worker_lost`). */
+  by: UserId | null;
+  startedAt: number;
+  stoppedAt: number;
+  reason: RecordingEndReason;
+  /** With `worker_lost`: `{code: 'unavailable', message}`. */
+  error?: WireError;
+}
+
+export type RecordingInfo = ActiveRecording | EndedRecording;
+
+/** The `recording:state` room event. */
+export type RecordingStateEvent = RecordingInfo & { room: RoomName; seq: number };
+
+/** The `recording:start` ack: the new state and the seq of its `recording:state`. */
+export type RecordingStartResult = ActiveRecording & { seq: number };
+
+export interface RecordingStopResult {
+  seq: number;
+  recording: string;
+}
+
 /** Request payload and ack result of each client -> server event. */
 export interface Requests {
   'room:join': [JoinRequest, JoinResult];
@@ -217,6 +269,8 @@ export interface Requests {
   'file:unsubscribe': [FileRoomRequest, object];
   'media:request': [MediaRequest, MediaJob];
   'media:release': [MediaReleaseRequest, object];
+  'recording:start': [RecordingRequest, RecordingStartResult];
+  'recording:stop': [RecordingRequest, RecordingStopResult];
 }
 export type RequestName = keyof Requests;
 
@@ -463,12 +517,14 @@ export interface RoomEventMap {
   'participant:joined': ParticipantJoinedEvent;
   'participant:left': ParticipantLeftEvent;
   'participant:updated': ParticipantUpdatedEvent;
+  'recording:state': RecordingStateEvent;
 }
 export type RoomEventName = keyof RoomEventMap;
 export const ROOM_EVENT_NAMES: readonly RoomEventName[] = [
   'participant:joined',
   'participant:left',
   'participant:updated',
+  'recording:state',
 ];
 
 export interface ServerEvents extends RoomEventMap {
@@ -486,6 +542,7 @@ export const SERVER_EVENT_NAMES: readonly ServerEventName[] = [
   'participant:joined',
   'participant:left',
   'participant:updated',
+  'recording:state',
   'signal',
   'session',
   'server:draining',
