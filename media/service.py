@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from .taskutil import cancel_and_wait
@@ -17,8 +18,8 @@ log = logging.getLogger(__name__)
 _PARENT_POLL = 1.0
 
 
-async def serve_worker(url: str, token: str, *, capacity: int, recordings_dir: Path,
-                       parent: int | None = None) -> None:
+async def serve_worker(url: str, token: str | Callable[[], str], *, capacity: int,
+                       recordings_dir: Path, parent: int | None = None) -> None:
     """Run a worker until a signal, or until process `parent` is gone (a worker that
     `mikoto-rtc serve` started must not outlive it, even when serve is killed)."""
     worker = MediaWorker(url, token, capacity=capacity, recordings_dir=recordings_dir)

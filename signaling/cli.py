@@ -8,7 +8,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
@@ -18,9 +18,9 @@ from .config import Config, Env
 from .errors import ConfigError
 from .workerproc import embedded_workers
 
-# What `serve` gives the media workers it starts: every room, hidden, nothing else.
+# What a media worker that holds the secret mints itself: every room, hidden, nothing else.
 WORKER_GRANTS = Grants(rooms=("*",), service=True)
-WORKER_TOKEN_TTL = 30 * 24 * 3600  # the process is restarted with a fresh one when it exits
+WORKER_TOKEN_TTL = 3600  # minted again for every connect
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("media-worker", help="run a media worker (echo, record, forward)")
     worker.add_argument("--url", help="the node (MIKOTO_RTC_WORKER_URL)")
     worker.add_argument("--token", help="a service token (MIKOTO_RTC_WORKER_TOKEN; prefer "
-                        "the variable: arguments are visible to other local users)")
+                        "the variable: arguments are visible to other local users); "
+                        "without one the worker mints its own from MIKOTO_RTC_SECRET")
     worker.add_argument("--capacity", type=int, help="load units (MIKOTO_RTC_WORKER_CAPACITY)")
     worker.add_argument("--parent", type=int, help=argparse.SUPPRESS)
 
@@ -86,10 +87,7 @@ def _serve(args: argparse.Namespace) -> None:
     _logging(config)
     app = create_app(config)
     if config.media_workers:
-        secret = config.secret
-        assert secret is not None
-        app.cleanup_ctx.append(embedded_workers(config, lambda: issue_token(
-            secret, "media-worker", grants=WORKER_GRANTS, ttl=WORKER_TOKEN_TTL)))
+        app.cleanup_ctx.append(embedded_workers(config))
     print(f"mikoto-rtc listening on http://{config.host}:{config.port}", flush=True)
     web.run_app(
         app, host=config.host, port=config.port,
@@ -106,13 +104,22 @@ def _logging(config: Config) -> None:
 def _media_worker(args: argparse.Namespace) -> None:
     config = Config.load(os.environ, worker_url=args.url, worker_token=args.token,
                          worker_capacity=args.capacity)
-    if not config.worker_url or not config.worker_token:
-        raise ConfigError("media-worker needs --url and a token (MIKOTO_RTC_WORKER_TOKEN)")
+    if not config.worker_url:
+        raise ConfigError("media-worker needs --url (MIKOTO_RTC_WORKER_URL)")
+    token: str | Callable[[], str]
+    if config.worker_token:
+        token = config.worker_token
+    elif config.secret:
+        secret = config.secret
+        token = lambda: issue_token(  # noqa: E731
+            secret, "media-worker", grants=WORKER_GRANTS, ttl=WORKER_TOKEN_TTL)
+    else:
+        raise ConfigError("media-worker needs a service token (MIKOTO_RTC_WORKER_TOKEN) "
+                          "or the node's secret (MIKOTO_RTC_SECRET) to mint its own")
     _logging(config)
     from media.service import serve_worker  # the node itself never needs aiortc
 
-    asyncio.run(serve_worker(config.worker_url, config.worker_token,
-                             capacity=config.worker_capacity,
+    asyncio.run(serve_worker(config.worker_url, token, capacity=config.worker_capacity,
                              recordings_dir=config.recordings_dir, parent=args.parent))
 
 

@@ -1,9 +1,10 @@
 """The media worker processes `mikoto-rtc serve` runs beside the node (the embedded default).
 
 Each worker is a child process (`python -m signaling media-worker`) given the node's
-URL and a service token through its environment (not argv, which any local user can
-read). A worker that exits unexpectedly is started again after a capped backoff; on
-shutdown each one gets SIGTERM, then SIGKILL if it lingers.
+URL and secret through its environment (not argv, which any local user can read), so
+it mints itself a fresh service token for every connect. A worker that exits
+unexpectedly is started again after a capped backoff; on shutdown each one gets
+SIGTERM, then SIGKILL if it lingers.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ _BACKOFF = (0.5, 10.0)
 
 
 class WorkerProcesses:
-    def __init__(self, count: int, url: str, token: Callable[[], str], capacity: int,
+    def __init__(self, count: int, url: str, secret: str, capacity: int,
                  log_level: str) -> None:
         self._count = count
         self._url = url
-        self._token = token
+        self._secret = secret
         self._capacity = capacity
         self._log_level = log_level
         self._procs: list[asyncio.subprocess.Process | None] = [None] * count
@@ -48,7 +49,7 @@ class WorkerProcesses:
         delay, longest = _BACKOFF
         while not self._stopping.is_set():
             env = {**os.environ, "MIKOTO_RTC_WORKER_URL": self._url,
-                   "MIKOTO_RTC_WORKER_TOKEN": self._token(),
+                   "MIKOTO_RTC_SECRET": self._secret,
                    "MIKOTO_RTC_WORKER_CAPACITY": str(self._capacity),
                    "MIKOTO_RTC_LOG_LEVEL": self._log_level}
             proc = await asyncio.create_subprocess_exec(
@@ -83,15 +84,15 @@ class WorkerProcesses:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def embedded_workers(config: Config, token: Callable[[], str]
-                     ) -> Callable[[web.Application], AsyncIterator[None]]:
+def embedded_workers(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup_ctx entry running `config.media_workers` workers against this node."""
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(config.host, config.host)
     url = f"http://[{host}]:{config.port}" if ":" in host else f"http://{host}:{config.port}"
 
     async def run(app: web.Application) -> AsyncIterator[None]:
-        procs = WorkerProcesses(config.media_workers, url, token, config.worker_capacity,
-                                config.log_level)
+        assert config.secret is not None
+        procs = WorkerProcesses(config.media_workers, url, config.secret,
+                                config.worker_capacity, config.log_level)
         procs.start()
         yield
         await procs.stop()

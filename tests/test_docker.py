@@ -35,6 +35,7 @@ def test_compose_file_is_accepted() -> None:
     out = _config(ENV)
     assert out.returncode == 0, out.stderr
     assert "coturn" in out.stdout and "MIKOTO_RTC_ENV: production" in out.stdout
+    assert "media-worker" in out.stdout and "MIKOTO_RTC_WORKER_URL" in out.stdout
 
 
 @pytest.mark.parametrize("missing", sorted(ENV))
