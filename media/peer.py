@@ -304,7 +304,8 @@ class HeadlessPeer:
             if (self.forwarded is not None and event.pc is not None
                     and event.sender == self.forwarded.worker):
                 self.forwarded.deliver(event)
-            elif self._upstream is not None and event.sender == self._upstream.remote:
+            elif (self._upstream is not None and event.pc == "record"
+                  and event.sender == self._upstream.remote):
                 self._upstream.deliver(event)
             elif event.sender not in self._gone:
                 self._link_for(event.sender).deliver(event)
@@ -368,7 +369,7 @@ class HeadlessPeer:
     def _open_upstream(self, worker: ParticipantId) -> None:
         assert self._configuration is not None
         self._upstream = PeerLink(worker, polite=False, configuration=self._configuration,
-                                  media=self._media, send=self._sender(worker),
+                                  media=self._media, send=self._sender(worker, "record"),
                                   send_loss=self._send_loss)
         self._upstream.offer()
 

@@ -133,7 +133,7 @@ class MediaWorker:
             job = RecordJob(job_id, str(data["recording"]), room, directory=self.recordings_dir,
                             started_at=float(data["startedAt"]) / 1000, by=str(data["by"]),
                             configuration=configuration,
-                            sender=lambda to: self._sender(room, to),
+                            sender=lambda to: self._sender(room, to, "record"),
                             roster=self._rosters.setdefault(room, {}))
         self._jobs[job_id] = job
         self._job_rooms[job_id] = room
@@ -193,19 +193,15 @@ class MediaWorker:
             self._spawn(self._restart())
 
     def _route(self, signal: SignalReceived) -> None:
-        """A signal goes to the echo test its sender asked for, a tagged one to the room's
-        forwarding, else to the room's recording."""
-        in_room = [(j, job) for j, job in self._jobs.items()
-                   if self._job_rooms[j] == signal.room]
-        for _, job in in_room:
-            if isinstance(job, EchoJob) and job.requester == signal.sender and signal.pc is None:
-                job.deliver(signal)
-                return
-            if isinstance(job, ForwardJob) and signal.pc is not None:
-                job.deliver(signal)
-                return
-        for _, job in in_room:
-            if isinstance(job, RecordJob):
+        """By its `pc` tag: the room's recording (`record`) or forwarding (`up`, `down`);
+        untagged, the echo test its sender asked for."""
+        for j, job in self._jobs.items():
+            if self._job_rooms[j] != signal.room:
+                continue
+            if ((signal.pc == "record" and isinstance(job, RecordJob))
+                    or (signal.pc in ("up", "down") and isinstance(job, ForwardJob))
+                    or (signal.pc is None and isinstance(job, EchoJob)
+                        and job.requester == signal.sender)):
                 job.deliver(signal)
                 return
         log.debug("signal from %s in %s matches no job", signal.sender, signal.room)

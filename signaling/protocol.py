@@ -161,7 +161,7 @@ _JOIN_FIELDS = frozenset({"room", "name", "meta", "hidden"})
 _ROOM_FIELDS = frozenset({"room"})
 _SIGNAL_FIELDS = frozenset({"room", "to", "description", "candidate", "restart", "pc"})
 # Which of several peer connections between the same two participants a signal is for.
-SIGNAL_PCS = frozenset({"up", "down"})
+SIGNAL_PCS = frozenset({"up", "down", "record"})
 _UPDATE_FIELDS = frozenset({"room", "state"})
 _DESCRIPTION_FIELDS = frozenset({"type", "sdp"})
 _CANDIDATE_FIELDS = frozenset({"candidate", "sdpMid", "sdpMLineIndex", "usernameFragment"})
@@ -209,7 +209,7 @@ def parse_signal(data: object, max_sdp_bytes: int) -> SignalRequest:
         raise BadRequest("restart must be true")
     if "pc" in obj:
         if obj["pc"] not in SIGNAL_PCS:
-            raise BadRequest("pc must be up or down")
+            raise BadRequest("pc must be up, down or record")
         body["pc"] = obj["pc"]
     return SignalRequest(room=room, to=ParticipantId(to), body=body)
 

@@ -98,6 +98,7 @@ async def test_a_two_party_call_is_recorded_track_by_track(node: Node, worker: M
     assert len(video_sent) == 2
     for user in ("alice", "bob"):
         mine = {t["kind"]: t for t in cat["tracks"] if t["user"] == user}
+        assert len([t for t in cat["tracks"] if t["user"] == user]) == 2, cat["tracks"]
         assert set(mine) == {"audio", "video"} and all(t["complete"] for t in mine.values())
         frames, span, kind = decode(directory / mine["video"]["file"])
         assert kind == "video"
@@ -243,3 +244,22 @@ async def test_kill_9_of_the_worker_leaves_decodable_files_and_the_recording_mov
                      timeout=10)
     final = catalog(node.config.recordings_dir)
     assert final["moves"] == 1 and len(set(final["files"])) == 8
+
+
+async def test_an_echo_test_in_a_recorded_room_leaves_the_recording_alone(
+        node: Node, worker: MediaWorker, join: JoinPeer) -> None:
+    alice = await joined_with_record_grant(node, join)
+    await join("bob")
+    await alice._client.start_recording(ROOM)
+    await eventually(lambda: len(catalog(node.config.recordings_dir)["files"]) == 4, timeout=20)
+
+    def alice_video_packets() -> int:
+        return sum(t["packets"] for t in catalog(node.config.recordings_dir)["tracks"]
+                   if t["user"] == "alice" and t["kind"] == "video")
+
+    # Same worker, same participant: the signals' `pc` tag keeps the two connections apart.
+    result = await alice.echo_test(duration=2)
+    assert result.report is not None and result.report["verdict"] == "good"
+    assert alice.upstream is not None and alice.upstream.connection_state == "connected"
+    before = alice_video_packets()
+    await eventually(lambda: alice_video_packets() > before + 15, timeout=10)

@@ -25,6 +25,7 @@ import {
   type SelfInfo,
   type ServerEvents,
   type SignalEvent,
+  type SignalPc,
   type UserId,
 } from './types';
 
@@ -642,7 +643,7 @@ export class Room extends Emitter<RoomEvents> {
     const message = toPeerMessage(event);
     if (this.workers.has(from)) {
       // A media worker's hidden participant: only our connection to it talks to it.
-      this.workerConnection(from)?.handleSignal(message);
+      this.workerConnection(from, event.pc)?.handleSignal(message);
       return;
     }
     if ('restart' in message) {
@@ -664,14 +665,12 @@ export class Room extends Emitter<RoomEvents> {
     void peer.handleSignal(message);
   }
 
-  /**
-   * Our connection to a media worker: the echo test's, else the recording
-   * upstream's (the worker routes our signals in the same order: our echo
-   * job first, else the room's recording).
-   */
-  private workerConnection(worker: ParticipantId): { handleSignal(message: PeerMessage): void } | null {
-    if (this.echo?.worker === worker) return this.echo;
-    if (this.upstream?.worker === worker) return this.upstream;
+  /** Our connection to a media worker that a signal is for: the recording upstream's
+   * (tagged `record`), else the echo test's. */
+  private workerConnection(worker: ParticipantId, pc: SignalPc | undefined
+  ): { handleSignal(message: PeerMessage): void } | null {
+    if (pc === 'record') return this.upstream?.worker === worker ? this.upstream : null;
+    if (pc === undefined && this.echo?.worker === worker) return this.echo;
     return null;
   }
 
@@ -717,7 +716,7 @@ export class Room extends Emitter<RoomEvents> {
       worker,
       stream: this.localStream,
       configuration: this.peerConfiguration(),
-      send: (message) => this.sendSignal(worker, message),
+      send: (message) => this.sendSignal(worker, message, 'record'),
       logger: this.logger,
     });
     upstream.on('connectionstatechange', ({ state: connection }) => {
@@ -895,10 +894,11 @@ export class Room extends Emitter<RoomEvents> {
     return peer;
   }
 
-  private sendSignal(to: ParticipantId, message: PeerMessage): void {
+  private sendSignal(to: ParticipantId, message: PeerMessage, pc?: SignalPc): void {
     const room = this._name;
     if (room === null || this._state !== 'joined') return;
-    this.client.request('signal', { room, to, ...message }).catch((err: unknown) => {
+    const payload = pc === undefined ? { room, to, ...message } : { room, to, pc, ...message };
+    this.client.request('signal', payload).catch((err: unknown) => {
       // not_found: they left meanwhile; disconnected: we will rejoin. Neither is news.
       if (err instanceof RtcError && (err.code === 'not_found' || err.code === 'disconnected')) {
         this.logger.debug(`signal to ${to} dropped: ${err.code}`);

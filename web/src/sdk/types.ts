@@ -298,10 +298,18 @@ export interface ParticipantUpdatedEvent {
   participant: WireParticipant;
 }
 
-export type SignalEvent =
+/**
+ * Which of several connections to a media worker a signal is for (protocol.md,
+ * `signal`): `record` is the recording upstream, `up`/`down` forwarding; none for
+ * every other connection (a room peer, the echo test).
+ */
+export type SignalPc = 'up' | 'down' | 'record';
+
+export type SignalEvent = (
   | { room: RoomName; from: ParticipantId; description: WireDescription }
   | { room: RoomName; from: ParticipantId; candidate: WireCandidate | null }
-  | { room: RoomName; from: ParticipantId; restart: true };
+  | { room: RoomName; from: ParticipantId; restart: true }
+) & { pc?: SignalPc };
 
 /** One room membership of a session, with the room's current seq. */
 export interface SessionRoom {
