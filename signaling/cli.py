@@ -1,5 +1,5 @@
 """`mikoto-rtc`: run a node (`serve`), a media worker (`media-worker`), the echo test
-(`probe`), or mint a token (`token`)."""
+(`probe`), mix a recording into one file (`mix`), or mint a token (`token`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from aiohttp import web
 
@@ -60,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--duration", type=float, help="seconds of media before the report")
     probe.add_argument("--relay-only", action="store_true", help="use TURN relay candidates only")
     probe.add_argument("--timeout", type=float, default=90.0, help="give up after (seconds)")
+
+    mix = sub.add_parser("mix", help="mix one recording into a single WebM (VP8 + Opus); "
+                         "exit 2 when its catalog is missing or invalid")
+    mix.add_argument("directory", type=Path, help="the recording's directory (catalog.json)")
+    mix.add_argument("-o", "--output", type=Path, help="default: DIRECTORY/mixed.webm")
     return parser
 
 
@@ -72,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             _media_worker(args)
         elif args.command == "probe":
             _probe(args)
+        elif args.command == "mix":
+            _mix(args)
         else:
             _token(args)
     except ConfigError as exc:
@@ -130,6 +138,18 @@ def _probe(args: argparse.Namespace) -> None:
     sys.exit(run(ProbeOptions(url=args.url, token=args.token, room=args.room,
                               duration=args.duration, relay_only=args.relay_only,
                               timeout=args.timeout)))
+
+
+def _mix(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.WARNING, format="mikoto-rtc mix: %(message)s")
+    from media.mix import CatalogError, MixError, mix
+
+    try:
+        result = mix(args.directory, args.output)
+    except MixError as exc:
+        print(f"mikoto-rtc mix: {exc}", file=sys.stderr)
+        sys.exit(2 if isinstance(exc, CatalogError) else 1)
+    print(f"{result.path}\t{result.duration:.2f} s")
 
 
 def _token(args: argparse.Namespace) -> None:

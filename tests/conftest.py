@@ -79,3 +79,27 @@ async def make_node(aiohttp_server: Any, base_config: Config) -> AsyncIterator[N
 @pytest.fixture
 async def node(make_node: NodeFactory) -> Node:
     return await make_node()
+
+
+StartWorker = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+async def start_worker(node: Node) -> AsyncIterator[StartWorker]:
+    """Start in-process media workers against `node` (`await start_worker(name, **options)`,
+    recording into the node's recordings_dir); all closed after the test."""
+    from media.worker import MediaWorker  # only the media tests pay for importing aiortc
+
+    workers: list[MediaWorker] = []
+
+    async def start(name: str = "worker", **options: Any) -> MediaWorker:
+        options.setdefault("recordings_dir", node.config.recordings_dir)
+        worker = MediaWorker(node.url, node.token(f"{name}-{len(workers)}", service=True),
+                             **options)
+        workers.append(worker)
+        await worker.start()
+        return worker
+
+    yield start
+    for worker in workers:
+        await worker.close()

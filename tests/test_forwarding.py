@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 
@@ -11,7 +11,7 @@ from media.forward import ForwardJob
 from media.worker import MediaWorker
 from signaling.client import RequestError, RoomModeChanged
 
-from .conftest import Node, NodeFactory
+from .conftest import Node, NodeFactory, StartWorker
 from .helpers import EventLog
 from .media_fixtures import eventually, peer_joiner
 
@@ -27,11 +27,8 @@ async def node(make_node: NodeFactory) -> Node:
 
 
 @pytest.fixture
-async def worker(node: Node) -> AsyncIterator[MediaWorker]:
-    worker = MediaWorker(node.url, node.token("forwarder", service=True))
-    await worker.start()
-    yield worker
-    await worker.close()
+async def worker(start_worker: StartWorker) -> MediaWorker:
+    return cast(MediaWorker, await start_worker("forwarder"))
 
 
 def forward_job(worker: MediaWorker) -> ForwardJob:

@@ -3,38 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 
 from media import SyntheticMedia
-from media.worker import MediaWorker
 from signaling.client import MediaEnded, RequestError
 
-from .conftest import Node
+from .conftest import Node, StartWorker
 from .helpers import EventLog
 from .media_fixtures import JoinPeer, eventually, peer_joiner
 
 pytestmark = pytest.mark.media
 
 MEDIA = SyntheticMedia(320, 240, fps=15)
-StartWorker = Callable[..., Awaitable[MediaWorker]]
-
-
-@pytest.fixture
-async def start_worker(node: Node) -> AsyncIterator[StartWorker]:
-    workers: list[MediaWorker] = []
-
-    async def start(name: str = "worker-1", **options: Any) -> MediaWorker:
-        worker = MediaWorker(node.url, node.token(name, service=True), **options)
-        workers.append(worker)
-        await worker.start()
-        return worker
-
-    yield start
-    for worker in workers:
-        await worker.close()
 
 
 @pytest.fixture

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import av
@@ -16,13 +14,11 @@ import pytest
 
 from media import HeadlessPeer, SyntheticMedia, SyntheticVideoTrack
 from media.worker import MediaWorker
-from signaling.app import WORKERS
 from signaling.client import RecordingState, RequestError
 
-from .conftest import Node
+from .conftest import Node, StartWorker
 from .helpers import EventLog
 from .media_fixtures import JoinPeer, eventually, peer_joiner
-from .processes import cli_env
 
 pytestmark = pytest.mark.media
 
@@ -46,12 +42,8 @@ def catalog(directory: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def worker(node: Node) -> AsyncIterator[MediaWorker]:
-    worker = MediaWorker(node.url, node.token("recorder", service=True),
-                         recordings_dir=node.config.recordings_dir)
-    await worker.start()
-    yield worker
-    await worker.close()
+async def worker(start_worker: StartWorker) -> MediaWorker:
+    return cast(MediaWorker, await start_worker("recorder"))
 
 
 @pytest.fixture
@@ -158,13 +150,13 @@ async def test_the_rest_api_lists_downloads_and_deletes(node: Node, worker: Medi
 
 
 async def test_recording_rules(node: Node, join: JoinPeer,
-                               make_worker: Callable[[], Awaitable[MediaWorker]]) -> None:
+                               start_worker: StartWorker) -> None:
     alice = await joined_with_record_grant(node, join)
     bob = await join("bob")
     with pytest.raises(RequestError) as err:
         await alice._client.start_recording(ROOM)
     assert err.value.code == "unavailable"  # no worker yet
-    await make_worker()
+    await start_worker()
     with pytest.raises(RequestError) as err:
         await bob._client.start_recording(ROOM)
     assert err.value.code == "forbidden"
@@ -188,78 +180,3 @@ async def test_recording_rules(node: Node, join: JoinPeer,
     await carol.close()
     await eventually(lambda: catalog(node.config.recordings_dir)["state"] == "complete",
                      timeout=10)
-
-
-@pytest.fixture
-async def make_worker(node: Node) -> AsyncIterator[Callable[[], Awaitable[MediaWorker]]]:
-    workers: list[MediaWorker] = []
-
-    async def make() -> MediaWorker:
-        worker = MediaWorker(node.url, node.token(f"recorder-{len(workers)}", service=True),
-                             recordings_dir=node.config.recordings_dir)
-        workers.append(worker)
-        await worker.start()
-        return worker
-
-    yield make
-    for worker in workers:
-        await worker.close()
-
-
-async def test_kill_9_of_the_worker_leaves_decodable_files_and_the_recording_moves(
-        node: Node, join: JoinPeer, make_worker: Callable[[], Awaitable[MediaWorker]]) -> None:
-    workers = node.server.app[WORKERS]
-    env = cli_env(MIKOTO_RTC_WORKER_TOKEN=node.token("doomed", service=True),
-                  MIKOTO_RTC_RECORDINGS_DIR=str(node.config.recordings_dir))
-    doomed = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "signaling", "media-worker", "--url", node.url, env=env)
-    try:
-        await eventually(lambda: len(workers) == 1, timeout=30)
-        alice = await joined_with_record_grant(node, join)
-        bob = await join("bob")
-        bob_log = EventLog(bob._client)
-        state = await alice._client.start_recording(ROOM)
-        await eventually(lambda: len(catalog(node.config.recordings_dir)["files"]) == 4,
-                         timeout=20)
-        await asyncio.sleep(3)
-        await make_worker()  # the one the recording can move to
-        doomed.send_signal(signal.SIGKILL)
-    finally:
-        if doomed.returncode is None:
-            doomed.kill()
-        await doomed.wait()
-    moved = await bob_log.wait_for(RecordingState, lambda e: e.data.get("moved") is True,
-                                   timeout=15)
-    assert moved.active and moved.worker != state["worker"]
-    directory = node.config.recordings_dir / state["recording"]
-    killed = [t for t in catalog(node.config.recordings_dir)["tracks"] if t["file"]]
-    assert len(killed) == 4 and not any(t["complete"] for t in killed)
-    for track in killed:
-        frames, span, kind = decode(directory / track["file"])
-        assert kind == track["kind"] and span > 2.0, (track, frames, span)
-    # The new worker records on into the same recording, after the old files.
-    await eventually(lambda: len(catalog(node.config.recordings_dir)["files"]) == 8, timeout=20)
-    await alice._client.stop_recording(ROOM)
-    await eventually(lambda: catalog(node.config.recordings_dir)["state"] == "complete",
-                     timeout=10)
-    final = catalog(node.config.recordings_dir)
-    assert final["moves"] == 1 and len(set(final["files"])) == 8
-
-
-async def test_an_echo_test_in_a_recorded_room_leaves_the_recording_alone(
-        node: Node, worker: MediaWorker, join: JoinPeer) -> None:
-    alice = await joined_with_record_grant(node, join)
-    await join("bob")
-    await alice._client.start_recording(ROOM)
-    await eventually(lambda: len(catalog(node.config.recordings_dir)["files"]) == 4, timeout=20)
-
-    def alice_video_packets() -> int:
-        return sum(t["packets"] for t in catalog(node.config.recordings_dir)["tracks"]
-                   if t["user"] == "alice" and t["kind"] == "video")
-
-    # Same worker, same participant: the signals' `pc` tag keeps the two connections apart.
-    result = await alice.echo_test(duration=2)
-    assert result.report is not None and result.report["verdict"] == "good"
-    assert alice.upstream is not None and alice.upstream.connection_state == "connected"
-    before = alice_video_packets()
-    await eventually(lambda: alice_video_packets() > before + 15, timeout=10)
