@@ -42,7 +42,7 @@ from .ice import parse_candidate
 from .link import PeerLink, SendSignal
 from .passthrough import PassthroughReceiver, PassthroughTrack, enable_passthrough
 from .passthrough import relay_keyframe_requests as relay_plis
-from .taskutil import cancel_and_wait
+from .taskutil import cancel_and_wait, close_pc, set_local_description
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ _MIMES = {"video": "video/VP8", "audio": "audio/opus"}
 UP, DOWN = "up", "down"
 
 Sender = Callable[[ParticipantId, str], SendSignal]
+OnPublish = Callable[[ParticipantId, str, PassthroughReceiver], None]
 
 
 def _prefer_passthrough_codec(transceiver: RTCRtpTransceiver) -> None:
@@ -169,7 +170,7 @@ class _Downstream:
 
     async def _negotiate(self) -> None:
         self._apply_pending()
-        await self.pc.setLocalDescription(await self.pc.createOffer())
+        await set_local_description(self.pc, await self.pc.createOffer())
         self._answer = asyncio.get_running_loop().create_future()
         local = self.pc.localDescription
         await self._send({"description": {"type": local.type, "sdp": local.sdp}})
@@ -187,7 +188,7 @@ class _Downstream:
         for _, track in self._subscriptions.values():
             track.stop()
         self._subscriptions.clear()
-        await self.pc.close()
+        await close_pc(self.pc)
 
 
 class ForwardJob:
@@ -203,7 +204,17 @@ class ForwardJob:
         self._ups: dict[ParticipantId, PeerLink] = {}
         self._downs: dict[ParticipantId, _Downstream] = {}
         self._published: dict[ParticipantId, dict[str, PassthroughReceiver]] = {}
+        self._taps: list[OnPublish] = []
         self._closed = False
+
+    def tap(self, on_publish: OnPublish) -> Callable[[], None]:
+        """Call `on_publish` with every track published so far and from now on (a
+        recording of a forwarded room); returns the function that stops it."""
+        for publisher, kinds in self._published.items():
+            for kind, handle in kinds.items():
+                on_publish(publisher, kind, handle)
+        self._taps.append(on_publish)
+        return lambda: self._taps.remove(on_publish)
 
     @property
     def load(self) -> int:
@@ -248,6 +259,8 @@ class ForwardJob:
         for subscriber, down in self._downs.items():
             if subscriber != publisher:
                 down.add(publisher, track.kind, handle)
+        for on_publish in self._taps:
+            on_publish(publisher, track.kind, handle)
         log.info("forward %s: %s publishes %s", self.room, publisher, track.kind)
 
     async def participant_left(self, participant: ParticipantId) -> None:

@@ -23,7 +23,7 @@ from signaling.ids import ParticipantId
 from .ice import parse_candidate
 from .impair import lose_outgoing_rtp
 from .sink import FrameCounter
-from .taskutil import cancel_and_wait
+from .taskutil import cancel_and_wait, close_pc, set_local_description
 from .tracks import SyntheticMedia
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ class PeerLink:
         pc = self._pc if self._pc is not None else self._new_pc(offerer=True)
         if pc.signalingState != "stable":
             return
-        await pc.setLocalDescription(await pc.createOffer())
+        await set_local_description(pc, await pc.createOffer())
         await self._send_local_description(pc)
 
     async def _apply(self, signal: SignalReceived) -> None:
@@ -259,7 +259,7 @@ class PeerLink:
                 pc = self._new_pc()
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             await self._flush_candidates(pc)
-            await pc.setLocalDescription(await pc.createAnswer())
+            await set_local_description(pc, await pc.createAnswer())
             await self._send_local_description(pc)
         else:
             if self._pc is None or self._pc.signalingState != "have-local-offer":
@@ -322,7 +322,7 @@ class PeerLink:
     async def _close_pc(self) -> None:
         # The closed pc stays referenced until a new one replaces it: its state is ours.
         if self._pc is not None:
-            await self._pc.close()  # ends the remote tracks, so the sinks finish on their own
+            await close_pc(self._pc)  # ends the remote tracks, so the sinks finish on their own
         for track in self._sources:
             track.stop()
         self._sources = []

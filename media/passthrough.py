@@ -34,6 +34,12 @@ with (and, after an overflow, returns to) waiting for a keyframe, asking the
 publisher for one with a PLI; PLI/FIR from the subscriber's far end are relayed the same
 way. Requests to one publisher are throttled.
 
+Codecs: VP8 and Opus, and H.264 (packetization mode 0 or 1): aiortc's depayloader hands
+over each frame as an Annex-B access unit, which is a keyframe if it holds an IDR slice;
+`H264ParameterSets` makes sure such an access unit also carries its SPS and PPS, so
+whoever starts there can decode. Picture sizes come from the VP8 keyframe header or the
+H.264 SPS (`video_frame_size`), parsed in Python: a few dozen bits per keyframe, no decoder.
+
 Sender clocks: each track of a sender starts its RTP timestamps at a random value and
 counts in its own clock rate, so the audio and video of one publisher (and so their
 recordings) can only be lined up through RTCP sender reports, which pair an RTP timestamp
@@ -70,7 +76,7 @@ TESTED_AIORTC_RANGE = ((1, 16), (1, 17))  # >= 1.16, < 1.17
 DEFAULT_MAX_QUEUE = 64  # packets per subscriber: ~2 s of 30 fps video, ~1.3 s of Opus
 DEFAULT_KEYFRAME_INTERVAL = 0.5  # seconds between PLIs sent to one publisher
 
-_SUPPORTED_CODECS = frozenset({"video/vp8", "audio/opus"})
+_SUPPORTED_CODECS = frozenset({"video/vp8", "video/h264", "audio/opus"})
 _QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
 _STARTED_ATTR = "_RTCRtpReceiver__started"
 _KIND_ATTR = "_RTCRtpReceiver__kind"
@@ -117,6 +123,177 @@ def vp8_frame_size(data: bytes) -> tuple[int, int] | None:
     width = int.from_bytes(data[6:8], "little") & 0x3FFF
     height = int.from_bytes(data[8:10], "little") & 0x3FFF
     return width, height
+
+
+# --- H.264 (RFC 6184 depayloaded by aiortc: one Annex-B access unit per frame) -----------
+
+H264_NAL_IDR = 5  # a slice of an IDR picture: decoding can start here
+H264_NAL_SPS = 7
+H264_NAL_PPS = 8
+H264_NAL_AUD = 9
+_START_CODE = b"\x00\x00\x00\x01"
+# Profiles whose SPS carries chroma format, bit depths and scaling matrices (7.3.2.1.1).
+_H264_HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
+
+
+def h264_nal_units(data: bytes) -> list[bytes]:
+    """The NAL units of an Annex-B access unit (start codes and trailing zeros removed).
+
+    A NAL unit cannot contain 00 00 01 (emulation prevention), so splitting at start codes
+    is exact."""
+    units: list[bytes] = []
+    start = data.find(b"\x00\x00\x01")
+    while start != -1:
+        start += 3
+        end = data.find(b"\x00\x00\x01", start)
+        unit = data[start:end if end != -1 else len(data)].rstrip(b"\x00")
+        if unit:
+            units.append(unit)
+        start = end
+    return units
+
+
+def is_h264_keyframe(data: bytes) -> bool:
+    """Whether an access unit holds an IDR slice (decoding can start there, given its SPS/PPS)."""
+    return any(unit[0] & 0x1F == H264_NAL_IDR for unit in h264_nal_units(data))
+
+
+class _BitReader:
+    """Big-endian bits of an RBSP, with the Exp-Golomb codes of H.264 (9.1)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._value = int.from_bytes(data, "big")
+        self._bits = len(data) * 8
+        self._pos = 0
+
+    def u(self, n: int) -> int:
+        if self._pos + n > self._bits:
+            raise ValueError("truncated")
+        self._pos += n
+        return (self._value >> (self._bits - self._pos)) & ((1 << n) - 1)
+
+    def ue(self) -> int:
+        zeros = 0
+        while not self.u(1):
+            zeros += 1
+            if zeros > 31:
+                raise ValueError("Exp-Golomb code too long")
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k % 2 else -(k // 2)
+
+
+def h264_sps_frame_size(sps: bytes) -> tuple[int, int] | None:
+    """Width and height (after cropping) from an SPS NAL unit (with its header byte), or None
+    if it cannot be parsed. Follows 7.3.2.1.1 as far as the cropping fields, and 7.4.2.1.1
+    for the crop units."""
+    rbsp = sps[1:].replace(b"\x00\x00\x03", b"\x00\x00")  # emulation prevention (7.4.1)
+    try:
+        r = _BitReader(rbsp)
+        profile = r.u(8)
+        r.u(16)  # constraint flags, level_idc
+        r.ue()  # seq_parameter_set_id
+        chroma_format, separate_planes = 1, 0
+        if profile in _H264_HIGH_PROFILES:
+            chroma_format = r.ue()
+            if chroma_format == 3:
+                separate_planes = r.u(1)
+            r.ue()  # bit_depth_luma_minus8
+            r.ue()  # bit_depth_chroma_minus8
+            r.u(1)  # qpprime_y_zero_transform_bypass_flag
+            if r.u(1):  # seq_scaling_matrix_present_flag
+                for index in range(8 if chroma_format != 3 else 12):
+                    if r.u(1):  # scaling list present: skip it (7.3.2.1.1.1)
+                        last = following = 8
+                        for _ in range(16 if index < 6 else 64):
+                            if following:
+                                following = (last + r.se()) % 256
+                            last = following or last
+        r.ue()  # log2_max_frame_num_minus4
+        poc_type = r.ue()
+        if poc_type == 0:
+            r.ue()  # log2_max_pic_order_cnt_lsb_minus4
+        elif poc_type == 1:
+            r.u(1)  # delta_pic_order_always_zero_flag
+            r.se()  # offset_for_non_ref_pic
+            r.se()  # offset_for_top_to_bottom_field
+            for _ in range(r.ue()):  # num_ref_frames_in_pic_order_cnt_cycle
+                r.se()
+        r.ue()  # max_num_ref_frames
+        r.u(1)  # gaps_in_frame_num_value_allowed_flag
+        width_mbs = r.ue() + 1
+        height_units = r.ue() + 1  # map units: macroblock pairs for field coding
+        frame_mbs_only = r.u(1)
+        if not frame_mbs_only:
+            r.u(1)  # mb_adaptive_frame_field_flag
+        r.u(1)  # direct_8x8_inference_flag
+        crop = (r.ue(), r.ue(), r.ue(), r.ue()) if r.u(1) else (0, 0, 0, 0)
+    except ValueError:
+        return None
+    width, height = width_mbs * 16, (2 - frame_mbs_only) * height_units * 16
+    if separate_planes or chroma_format == 0:  # ChromaArrayType 0
+        unit_x, unit_y = 1, 2 - frame_mbs_only
+    else:
+        unit_x = 2 if chroma_format in (1, 2) else 1
+        unit_y = (2 if chroma_format == 1 else 1) * (2 - frame_mbs_only)
+    width -= unit_x * (crop[0] + crop[1])
+    height -= unit_y * (crop[2] + crop[3])
+    return (width, height) if width > 0 and height > 0 else None
+
+
+def h264_frame_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the SPS in an access unit, or None if it has no (valid) SPS."""
+    for unit in h264_nal_units(data):
+        if unit[0] & 0x1F == H264_NAL_SPS:
+            return h264_sps_frame_size(unit)
+    return None
+
+
+class H264ParameterSets:
+    """Makes each IDR access unit of one stream self-contained.
+
+    A subscriber or a file starting at an IDR needs the SPS and PPS before it. aiortc
+    (libx264 repeats them) sends both with every IDR, as browsers normally do; for a sender
+    that sends them only once, this remembers the latest ones and puts them in front of an
+    IDR that lacks them. An IDR whose parameter sets were never seen is not a keyframe for
+    passthrough: nothing can start there, so subscribers keep waiting (and asking for one).
+    """
+
+    def __init__(self) -> None:
+        self._sps: list[bytes] = []
+        self._pps: list[bytes] = []
+
+    def complete(self, data: bytes) -> tuple[bytes, bool]:
+        """`(access unit, is_keyframe)`: the unit as it came, or with the SPS/PPS an IDR lacks."""
+        units = h264_nal_units(data)
+        types = [unit[0] & 0x1F for unit in units]
+        sps = [u for u, t in zip(units, types, strict=True) if t == H264_NAL_SPS]
+        pps = [u for u, t in zip(units, types, strict=True) if t == H264_NAL_PPS]
+        if sps:
+            self._sps, self._pps = sps, pps  # a new SPS invalidates the PPS that went with it
+        elif pps:
+            self._pps = pps
+        if H264_NAL_IDR not in types:
+            return data, False
+        if sps and pps:
+            return data, True
+        if not self._sps or not self._pps:
+            return data, False
+        aud = [u for u, t in zip(units, types, strict=True) if t == H264_NAL_AUD]
+        rest = [u for u, t in zip(units, types, strict=True)
+                if t not in (H264_NAL_AUD, H264_NAL_SPS, H264_NAL_PPS)]
+        return b"".join(_START_CODE + u for u in [*aud, *self._sps, *self._pps, *rest]), True
+
+
+def video_frame_size(codec: str, data: bytes) -> tuple[int, int] | None:
+    """The picture size a keyframe of `codec` (a lower-case MIME type) declares, else None."""
+    if codec == "video/vp8":
+        return vp8_frame_size(data)
+    if codec == "video/h264":
+        return h264_frame_size(data)
+    return None
 
 
 def rtp_timestamp_delta(later: int, earlier: int) -> int:
@@ -167,18 +344,21 @@ class PassthroughTrack(MediaStreamTrack):
 
     `sender_clock` is the publisher's latest SenderClock, for a recorder to place the
     track on the sender's wallclock; None until the publisher's first SR (or for a track
-    with no publisher).
+    with no publisher). `codec` is the packets' codec as a lower-case MIME type
+    ("video/vp8", "video/h264", "audio/opus"), which the publisher's receiver sets from its
+    first frame; None until then (or for a track with no publisher).
     """
 
     def __init__(self, kind: str, *, request_keyframe: Callable[[], None] | None = None,
                  sender_clock: Callable[[], SenderClock | None] | None = None,
-                 max_queue: int = DEFAULT_MAX_QUEUE) -> None:
+                 codec: str | None = None, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
         super().__init__()
         if kind not in ("audio", "video"):
             raise ValueError(f"kind must be 'audio' or 'video', got {kind!r}")
         if max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, got {max_queue}")
         self.kind = kind
+        self.codec = codec
         self.max_queue = max_queue
         self._request_keyframe = request_keyframe
         self._sender_clock = sender_clock
@@ -287,6 +467,8 @@ class PassthroughReceiver:
         self._pli_tasks: set[asyncio.Task[None]] = set()
         self._warned: set[str] = set()
         self.ended = False
+        self.codec: str | None = None  # lower-case MIME type, from the first frame
+        self._h264 = H264ParameterSets()
         self.packets = 0
         self.keyframes = 0
         self.plis_sent = 0
@@ -301,7 +483,8 @@ class PassthroughReceiver:
     def subscribe(self, *, max_queue: int = DEFAULT_MAX_QUEUE) -> PassthroughTrack:
         """A new track of this receiver's packets; stop it to unsubscribe."""
         track = PassthroughTrack(self.kind, request_keyframe=self.request_keyframe,
-                                 sender_clock=lambda: self.sender_clock, max_queue=max_queue)
+                                 sender_clock=lambda: self.sender_clock, codec=self.codec,
+                                 max_queue=max_queue)
         if self.ended:
             track.end()
             return track
@@ -341,15 +524,23 @@ class PassthroughReceiver:
             self._set_sender_clock(*self._pending_sr)
             self._pending_sr = None
         data: bytes = frame.data
+        if mime == "video/vp8":
+            keyframe = is_vp8_keyframe(data)
+        elif mime == "video/h264":
+            data, keyframe = self._h264.complete(data)
+        else:
+            keyframe = True
         packet = Packet(data)
         packet.pts = packet.dts = frame.timestamp
         packet.time_base = fractions.Fraction(1, codec.clockRate)
-        packet.is_keyframe = is_vp8_keyframe(data) if mime == "video/vp8" else True
+        packet.is_keyframe = keyframe
+        self.codec = mime
         self.packets += 1
         self.keyframes += packet.is_keyframe
         live = [t for t in self._subscribers if t.readyState == "live"]
         self._subscribers = live
         for track in live:
+            track.codec = mime
             track.push(packet)
 
     def _on_rtcp(self, packet: Any) -> None:

@@ -143,8 +143,9 @@ class HeadlessPeer:
             # We joined later, so we are polite; the ack says so too.
             polite = True if participant.polite is None else participant.polite
             self._open_link(participant.id, polite).offer()
-        if joined.recording is not None and joined.recording.get("worker"):
-            self._open_upstream(ParticipantId(joined.recording["worker"]))
+        recording = joined.recording
+        if recording is not None and recording.get("worker") and recording.get("upstream", True):
+            self._open_upstream(ParticipantId(recording["worker"]))
         self._router = asyncio.create_task(self._route(), name=f"media-peer:{joined.self_id}")
         return joined
 
@@ -296,7 +297,8 @@ class HeadlessPeer:
             return
         elif isinstance(event, RecordingState):
             await self._close_upstream()
-            if event.active and event.worker is not None:
+            # `upstream: false`: the forwarding worker records what it already receives.
+            if event.active and event.worker is not None and event.data.get("upstream", True):
                 self._open_upstream(event.worker)
         elif isinstance(event, RoomModeChanged):
             await self._change_mode(event)

@@ -1,9 +1,21 @@
-"""Recording one passthrough track (VP8 video or Opus audio) to WebM, by muxing its packets.
+"""Recording one passthrough track to a file by muxing its packets: VP8 video and Opus audio
+to WebM, H.264 video to Matroska (`.mkv`; WebM allows only VP8/VP9/AV1).
 
 Unlike aiortc's `MediaRecorder` (which decodes and re-encodes every frame inside the event
 loop), this only writes the received bitstream: the picture size comes from the first
-keyframe's header, and a size change mid-call needs no codec reopen (the VP8 decoder
-reads each keyframe's own size).
+keyframe's header (VP8) or SPS (H.264), and a size change mid-call needs no codec reopen
+(the VP8 decoder reads each keyframe's own size; each H.264 IDR brings its own SPS).
+
+H.264: Matroska stores it as AVC (`V_MPEG4/ISO/AVC`): length-prefixed NAL units, with
+an `avcC` record (SPS/PPS) as CodecPrivate, which FFmpeg's muxer refuses to start without.
+aiortc hands over Annex-B access units. A muxing-only PyAV stream has no way to set
+extradata, but PyAV (>= 18) fills it in itself when the header is left to the first
+`mux()`: it runs FFmpeg's `extract_extradata` filter on that packet, which gives the
+Annex-B SPS/PPS; given Annex-B extradata, the muxer writes it as `avcC` and converts every
+packet to length-prefixed NAL units, keeping the in-band SPS/PPS. So an H.264 file starts
+at an IDR with its SPS/PPS (the passthrough receiver guarantees both) and its header is
+written with that first packet. A later SPS (a new size) travels in band, which FFmpeg's
+decoder follows; the CodecPrivate and the track's PixelWidth/Height keep the first size.
 
 Crash safety: a worker killed with SIGKILL runs no cleanup, so whatever the muxer still
 holds in memory is lost and the file is never finalized. FFmpeg's Matroska muxer keeps
@@ -38,7 +50,7 @@ import av
 from aiortc.mediastreams import MediaStreamError
 from av.packet import Packet
 
-from .passthrough import PassthroughTrack, rtp_timestamp_delta, vp8_frame_size
+from .passthrough import PassthroughTrack, rtp_timestamp_delta, video_frame_size
 from .taskutil import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -50,6 +62,22 @@ DEFAULT_CLUSTER_DURATION = 0.1  # seconds of media a SIGKILL may lose (plus one 
 OPUS_SAMPLE_RATE = 48_000
 OPUS_CHANNELS = 2
 VIDEO_CLOCK_RATE = 90_000
+
+# Codec (lower-case MIME type) -> (short name, file extension, FFmpeg muxer, codec name).
+CODECS = {
+    "video/vp8": ("vp8", ".webm", "webm", "vp8"),
+    "video/h264": ("h264", ".mkv", "matroska", "h264"),
+    "audio/opus": ("opus", ".webm", "webm", "libopus"),
+}
+DEFAULT_CODECS = {"video": "video/vp8", "audio": "audio/opus"}  # a track that does not say
+
+
+def extension_for(codec: str) -> str:
+    """The file extension a track of `codec` (a MIME type) is recorded with."""
+    try:
+        return CODECS[codec.lower()][1]
+    except KeyError:
+        raise ValueError(f"cannot record {codec}") from None
 
 
 def opus_head(channels: int = OPUS_CHANNELS, pre_skip: int = 0) -> bytes:
@@ -63,9 +91,15 @@ def opus_head(channels: int = OPUS_CHANNELS, pre_skip: int = 0) -> bytes:
 
 
 class TrackRecorder:
-    """Writes the packets of one PassthroughTrack to a WebM file at `path` until the track
+    """Writes the packets of one PassthroughTrack to a file at `path` until the track
     ends or `close()`. Whoever starts it must `await close()` it (idempotent), which
     finalizes the file and stops the track (the recorder owns its subscription).
+
+    The codec is the track's (`PassthroughTrack.codec`, known from the publisher's first
+    frame; VP8 or Opus if the track does not say), and the file's extension follows it:
+    when the first packet opens the file, `path` gets the codec's suffix (`extension_for`),
+    so `x.webm` is written as `x.mkv` for H.264. `codec` is the short name ("vp8",
+    "h264", "opus"), None before the track has a codec.
 
     The file starts at timestamp 0 at the first packet (for video, the first keyframe).
     Packet timestamps are unwrapped as 32-bit RTP timestamps, so both aiortc's (already
@@ -93,6 +127,7 @@ class TrackRecorder:
         self.dropped = 0  # packets not written: delta frames before a keyframe, steps back
         self.sizes: list[tuple[int, int]] = []
         self.error: BaseException | None = None  # why recording stopped early, if it did
+        self._codec: str | None = None  # MIME type, fixed when the file opens
         self._time_base: fractions.Fraction | None = None
         self._first: int | None = None  # unwrapped timestamps, in `_time_base` ticks
         self._last: int | None = None
@@ -102,6 +137,13 @@ class TrackRecorder:
         self._stream: Any = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+
+    @property
+    def codec(self) -> str | None:
+        """"vp8", "h264" or "opus" once the track's codec is known (at the latest, when
+        the file opens), else None."""
+        codec = self._codec or self.track.codec
+        return CODECS[codec][0] if codec in CODECS else None
 
     @property
     def first_pts(self) -> float | None:
@@ -176,12 +218,15 @@ class TrackRecorder:
         if packet.pts is None:
             raise ValueError("packets must have a pts")
         data = bytes(packet)
-        size = vp8_frame_size(data) if self.kind == "video" else None
+        codec = self._codec or self.track.codec or DEFAULT_CODECS[self.kind]
+        size = video_frame_size(codec, data) if self.kind == "video" else None
         if self._container is None:
-            if self.kind == "video" and size is None:
+            # VP8 declares a size only in keyframes; an H.264 SPS may come without an IDR.
+            startable = size is not None and (codec == "video/vp8" or packet.is_keyframe)
+            if self.kind == "video" and not startable:
                 self.dropped += 1
                 return  # cannot start a file on a delta frame
-            self._open(packet, size)
+            self._open(packet, codec, size)
         assert self._first is not None and self._last is not None
         assert self._last_raw is not None and self._time_base is not None
         pts = self._last + rtp_timestamp_delta(packet.pts, self._last_raw)
@@ -201,16 +246,21 @@ class TrackRecorder:
             self.sizes.append(size)
         self._place_on_sender_clock()
 
-    def _open(self, packet: Packet[Any], size: tuple[int, int] | None) -> None:
+    def _open(self, packet: Packet[Any], codec: str, size: tuple[int, int] | None) -> None:
         assert packet.pts is not None
+        if codec not in CODECS or not codec.startswith(f"{self.kind}/"):
+            raise ValueError(f"cannot record {codec} as a {self.kind} track")
+        _, extension, container_format, codec_name = CODECS[codec]
         options = {
             "cluster_time_limit": str(round(self.cluster_duration * 1000)),
             "flush_packets": "1",
         }
-        container: Any = av.open(str(self.path), "w", format="webm", options=options)
+        path = self.path.with_suffix(extension)
+        container: Any = av.open(str(path), "w", format=container_format, options=options)
         try:
             if size is not None:
-                self._stream = container.add_mux_stream("vp8", width=size[0], height=size[1])
+                self._stream = container.add_mux_stream(codec_name, width=size[0],
+                                                        height=size[1])
                 default_rate = VIDEO_CLOCK_RATE
             else:
                 # A muxing-only stream cannot carry the OpusHead that WebM requires as
@@ -221,10 +271,14 @@ class TrackRecorder:
                 self._stream.codec_context.open()
                 self._stream.codec_context.extradata = opus_head()
                 default_rate = OPUS_SAMPLE_RATE
-            container.start_encoding()  # writes the header now, so a crash leaves a file
+            if codec != "video/h264":
+                container.start_encoding()  # writes the header now, so a crash leaves a file
+            # H.264: PyAV writes the header at the first mux, with the SPS/PPS it finds in
+            # that packet as extradata (see the module docstring).
         except BaseException:
             container.close()
             raise
+        self.path, self._codec = path, codec
         self._container = container
         self._time_base = packet.time_base or fractions.Fraction(1, default_rate)
         self._first = self._last = self._last_raw = packet.pts

@@ -28,8 +28,9 @@ from signaling.client import ParticipantInfo, SignalReceived
 from signaling.ids import ParticipantId, RoomId
 from signaling.recordings import CATALOG, write_catalog
 
+from .forward import ForwardJob
 from .link import PeerLink, SendSignal
-from .passthrough import enable_passthrough
+from .passthrough import PassthroughReceiver, enable_passthrough
 from .recorder import TrackRecorder
 from .taskutil import cancel_and_wait
 
@@ -51,7 +52,9 @@ class _Track:
         r = self.recorder
         return {
             "participant": self.participant, "user": self.user, "kind": self.kind,
-            "codec": "vp8" if self.kind == "video" else "opus",
+            # "vp8", "h264" or "opus"; None until the track's first packet. The recorder
+            # gives the file its codec's extension (.webm, or .mkv for H.264).
+            "codec": r.codec,
             # None until the first packet (the first keyframe for video) opens the file.
             "file": r.path.name if r.path.exists() else None,
             # Seconds from the recording's start to this track's first packet, as the
@@ -70,7 +73,9 @@ class RecordJob:
     def __init__(self, job: str, recording: str, room: RoomId, *, directory: Path,
                  started_at: float, by: str, configuration: RTCConfiguration,
                  sender: Callable[[ParticipantId], SendSignal],
-                 roster: Mapping[ParticipantId, ParticipantInfo]) -> None:
+                 roster: Mapping[ParticipantId, ParticipantInfo],
+                 source: ForwardJob | None = None) -> None:
+        """With `source`, record what that forward job receives (no upstream connections)."""
         self.id = job
         self.recording = recording
         self.room = room
@@ -86,10 +91,16 @@ class RecordJob:
         self._closed = False
         self._save()
         self._saver = asyncio.create_task(self._save_forever(), name=f"media-record:{job}")
+        self._untap = source.tap(self._record) if source is not None else None
 
     @property
     def load(self) -> int:
         return max(1, sum(not t.ended for t in self._tracks))
+
+    @property
+    def tapped(self) -> bool:
+        """Recording what the room's forwarding receives (no upstream connections)."""
+        return self._untap is not None
 
     @property
     def tracks(self) -> list[_Track]:
@@ -118,6 +129,8 @@ class RecordJob:
         if self._closed:
             return
         self._closed = True
+        if self._untap is not None:
+            self._untap()
         await cancel_and_wait(self._saver)
         for link in list(self._links.values()):
             await link.close()
@@ -138,13 +151,18 @@ class RecordJob:
     def _on_track(self, pc: RTCPeerConnection, track: MediaStreamTrack,
                   participant: ParticipantId) -> None:
         receiver = next(t.receiver for t in pc.getTransceivers() if t.receiver.track is track)
-        handle = enable_passthrough(receiver)
+        self._record(participant, track.kind, enable_passthrough(receiver))
+
+    def _record(self, participant: ParticipantId, kind: str,
+                handle: PassthroughReceiver) -> None:
+        if self._closed:
+            return
         who = self._roster.get(participant)
-        n = sum(t.participant == participant and t.kind == track.kind for t in self._tracks)
-        path = self.dir / f"{participant}-{track.kind}-{n + self._segment_offset()}.webm"
+        n = sum(t.participant == participant and t.kind == kind for t in self._tracks)
+        path = self.dir / f"{participant}-{kind}-{n + self._segment_offset()}.webm"
         recorder = TrackRecorder(path, handle.subscribe())
         recorder.start()
-        self._tracks.append(_Track(participant, who.user if who else "", track.kind, recorder,
+        self._tracks.append(_Track(participant, who.user if who else "", kind, recorder,
                                    arrived=time.time()))
         if who is not None and not any(p["id"] == participant
                                        for p in self._catalog["participants"]):

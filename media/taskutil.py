@@ -1,14 +1,18 @@
-"""Stopping the background tasks a media object owns."""
+"""Stopping the background tasks and peer connections a media object owns."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
 log = logging.getLogger(__name__)
 
 # How long a cancelled task may take before it is cancelled again.
 _RECANCEL_AFTER = 1.0
+# How long closing a connection waits for its ICE gathering to finish.
+_GATHER_WAIT = 10.0
 
 
 async def cancel_and_wait(task: asyncio.Task[None]) -> None:
@@ -27,3 +31,30 @@ async def cancel_and_wait(task: asyncio.Task[None]) -> None:
             log.warning("task %s ignored a cancellation; cancelling again", task.get_name())
     if not task.cancelled() and task.exception() is not None:
         log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+
+# Where a peer connection keeps its in-flight setLocalDescription (see set_local_description).
+_GATHERING = "_mikoto_gathering"
+
+
+async def set_local_description(pc: RTCPeerConnection,
+                                description: RTCSessionDescription) -> None:
+    """`pc.setLocalDescription`, carried to its end even if the caller is cancelled.
+
+    aiortc gathers ICE candidates inside it, and aioice opens the UDP sockets of a
+    gather before it records them: a gather cancelled (or overtaken by `pc.close()`)
+    halfway leaks those sockets. So the call runs shielded, and `close_pc` waits for it.
+    """
+    future = asyncio.ensure_future(pc.setLocalDescription(description))
+    setattr(pc, _GATHERING, future)
+    await asyncio.shield(future)
+
+
+async def close_pc(pc: RTCPeerConnection) -> None:
+    """Close a peer connection once its in-flight setLocalDescription (if any) is done."""
+    future: asyncio.Future[None] | None = getattr(pc, _GATHERING, None)
+    if future is not None and not future.done():
+        await asyncio.wait([future], timeout=_GATHER_WAIT)
+    await pc.close()
+    if future is not None and future.done() and not future.cancelled():
+        future.exception()  # retrieved: a failed gather of a closing connection is no news

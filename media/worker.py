@@ -130,16 +130,19 @@ class MediaWorker:
                              sender=lambda to, pc: self._sender(room, to, pc),
                              roster=self._rosters.setdefault(room, {}))
         else:
+            source = self._jobs.get(str(data.get("tap")))
             job = RecordJob(job_id, str(data["recording"]), room, directory=self.recordings_dir,
                             started_at=float(data["startedAt"]) / 1000, by=str(data["by"]),
                             configuration=configuration,
                             sender=lambda to: self._sender(room, to, "record"),
-                            roster=self._rosters.setdefault(room, {}))
+                            roster=self._rosters.setdefault(room, {}),
+                            source=source if isinstance(source, ForwardJob) else None)
         self._jobs[job_id] = job
         self._job_rooms[job_id] = room
         self._spawn(self._report_load())
         log.info("job %s: %s for %s in %s", job_id, kind, requester, room)
-        return {"ok": True, "participant": me}
+        return {"ok": True, "participant": me,
+                "tapped": isinstance(job, RecordJob) and job.tapped}
 
     async def _enter(self, room: RoomId) -> tuple[ParticipantId, list[dict[str, Any]]]:
         async with self._entering:

@@ -57,11 +57,11 @@ def create_app(config: Config) -> web.Application:
     edge = app[EDGE] = SignalingEdge(sio, config, rooms, push, files)
     workers = app[WORKERS] = WorkerRegistry()
     media = MediaEdge(edge, workers, config)
+    forwarding = ForwardEdge(edge, media, config.mesh_max_participants)
     recordings = app[RECORDINGS] = RecordingEdge(edge, media,
                                                  RecordingStore(config.recordings_dir),
-                                                 config.secret)
+                                                 config.secret, forwarding)
     recordings.add_routes(app)
-    ForwardEdge(edge, media, config.mesh_max_participants)
     relay = app[RELAY] = FileRelay(config.file_dir, config.file_relay_max_bytes,
                                    config.file_ttl, config.secret, files, edge.file_changed)
     relay.add_routes(app)

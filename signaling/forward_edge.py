@@ -43,6 +43,16 @@ class ForwardEdge:
     def mode(self, room: RoomId) -> RoomMode:
         return RoomMode.FORWARD if room in self._forwarded else RoomMode.MESH
 
+    def job(self, room: RoomId) -> Job | None:
+        """The room's forward job, if it forwards."""
+        forwarded = self._forwarded.get(room)
+        if forwarded is None:
+            return None
+        try:
+            return self._media.job(forwarded[0])
+        except NotFound:
+            return None
+
     def _join_fields(self, room: RoomId) -> Ack:
         forwarded = self._forwarded.get(room)
         if forwarded is None:

@@ -110,14 +110,18 @@ class MediaEdge:
         return ok(job=job.id, kind=job.kind.value, worker=job.worker_participant)
 
     async def start_job(self, kind: MediaKind, session: Session, requester: Participant,
-                        params: dict[str, Any]) -> Job:
-        """Give a job to the least-loaded worker that takes it (Unavailable if none does).
-        `params` go to the worker with `media:assign`."""
-        for worker in self._workers.candidates(kind):
+                        params: dict[str, Any], prefer: Job | None = None) -> Job:
+        """Give a job to the least-loaded worker that takes it (Unavailable if none does),
+        or first to the worker running `prefer`. `params` go with `media:assign`."""
+        candidates = self._workers.candidates(kind)
+        if prefer is not None and prefer.worker in candidates:
+            candidates.remove(prefer.worker)
+            candidates.insert(0, prefer.worker)
+        for worker in candidates:
             job = self._workers.start(worker, kind, requester.room, session.id, requester.id)
-            participant = await self._assign(job, requester, params)
-            if participant is not None:
-                job.worker_participant = participant
+            accepted = await self._assign(job, requester, params)
+            if accepted is not None:
+                job.worker_participant, job.tapped = accepted
                 log.info("media job %s (%s) in %s for %s on worker %s", job.id, job.kind,
                          job.room, requester.id, worker.session)
                 return job
@@ -139,8 +143,9 @@ class MediaEdge:
         await self._end(job, reason, tell_requester=False)
 
     async def _assign(self, job: Job, requester: Participant,
-                      params: dict[str, Any]) -> ParticipantId | None:
-        """Ask the worker to take the job; its hidden participant id, or None if it did not."""
+                      params: dict[str, Any]) -> tuple[ParticipantId, bool] | None:
+        """Ask the worker to take the job: its hidden participant id and whether it tapped
+        the room's forwarding, or None if it did not take it."""
         worker = self._edge.sessions.get(job.worker.session)
         if worker is None or worker.connection is None:
             return None
@@ -164,7 +169,7 @@ class MediaEdge:
             log.warning("worker %s acked job %s without joining %s hidden",
                         job.worker.session, job.id, job.room)
             return None
-        return mine.id
+        return mine.id, ack.get("tapped") is True
 
     async def _release(self, session: Session, data: object) -> Ack:
         job = self._workers.job(parse_job(data))

@@ -20,6 +20,7 @@ from aiohttp import web
 from .auth import Identity
 from .edge import Ack, SignalingEdge
 from .errors import Conflict, Forbidden, NotFound, RtcError, Unavailable
+from .forward_edge import ForwardEdge
 from .httputil import ascii_filename, error_response, identity
 from .ids import RoomId
 from .media_edge import MediaEdge
@@ -42,9 +43,10 @@ log = logging.getLogger(__name__)
 
 class RecordingEdge:
     def __init__(self, edge: SignalingEdge, media: MediaEdge, store: RecordingStore,
-                 secret: str) -> None:
+                 secret: str, forwarding: ForwardEdge) -> None:
         self._edge = edge
         self._media = media
+        self._forwarding = forwarding
         self._store = store
         self._secret = secret
         self._active: dict[RoomId, Recording] = {}
@@ -84,9 +86,15 @@ class RecordingEdge:
 
     async def _give_to_worker(self, rec: Recording, session: Session,
                               requester: Participant) -> None:
-        job = await self._media.start_job(MediaKind.RECORD, session, requester, {
-            "recording": rec.id, "startedAt": int(rec.started_at * 1000), "by": rec.by})
-        rec.job, rec.worker = job.id, job.worker_participant
+        params: dict[str, Any] = {"recording": rec.id, "startedAt": int(rec.started_at * 1000),
+                                  "by": rec.by}
+        forwarding = self._forwarding.job(rec.room)
+        if forwarding is not None:
+            # Its worker already receives everyone: it can record without upstreams.
+            params["tap"] = forwarding.id
+        job = await self._media.start_job(MediaKind.RECORD, session, requester, params,
+                                          prefer=forwarding)
+        rec.job, rec.worker, rec.upstream = job.id, job.worker_participant, not job.tapped
 
     async def _stop(self, session: Session, data: object) -> Ack:
         room = parse_room_only(data)

@@ -41,10 +41,13 @@ class Recording:
     started_at: float  # Unix seconds
     job: str | None = None
     worker: ParticipantId | None = None
+    # False when the worker records what it forwards: participants send nothing more.
+    upstream: bool = True
 
     def wire(self) -> dict[str, Any]:
         return {"recording": self.id, "active": True, "by": self.by,
-                "startedAt": int(self.started_at * 1000), "worker": self.worker}
+                "startedAt": int(self.started_at * 1000), "worker": self.worker,
+                "upstream": self.upstream}
 
 
 def write_catalog(directory: Path, catalog: dict[str, Any]) -> None:

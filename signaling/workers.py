@@ -27,6 +27,8 @@ class Job:
     participant: ParticipantId
     # The worker's hidden participant in `room`, once the worker accepted the job.
     worker_participant: ParticipantId | None = None
+    # Whether the worker recorded from the room's forwarding instead of upstream connections.
+    tapped: bool = False
 
 
 @dataclass(eq=False)

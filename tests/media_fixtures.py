@@ -37,11 +37,13 @@ JoinPeer = Callable[..., Awaitable[HeadlessPeer]]
 
 @asynccontextmanager
 async def peer_joiner(node: Node, *, media: SyntheticMedia, room: str) -> AsyncIterator[JoinPeer]:
-    """Join HeadlessPeers (`await join(user, room=..., **options)`); all closed on exit."""
+    """Join HeadlessPeers (`await join(user, room=..., grants={...}, **options)`: token
+    grants, HeadlessPeer options); all closed on exit."""
     peers: list[HeadlessPeer] = []
 
-    async def join(user: str, room: str = room, **options: Any) -> HeadlessPeer:
-        peer = HeadlessPeer(await node.client(user), media=media, **options)
+    async def join(user: str, room: str = room, *, grants: dict[str, bool] | None = None,
+                   **options: Any) -> HeadlessPeer:
+        peer = HeadlessPeer(await node.client(user, **(grants or {})), media=media, **options)
         peers.append(peer)
         await peer.join(room)
         return peer

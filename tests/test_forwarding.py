@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from typing import cast
+import asyncio
+import json
+from typing import Any, cast
 
+import av
 import pytest
 
 from media import HeadlessPeer, SyntheticMedia
@@ -111,3 +114,29 @@ async def test_media_request_forwards_a_small_room(node: Node, worker: MediaWork
         assert (again.job, again.worker) == (job.job, job.worker)  # one per room
         await alice.wait_for_media(min_video_frames=5, participants=[bob.id], timeout=30)
         assert alice.forwarded is not None and bob.forwarded is not None
+
+
+async def test_a_forwarded_room_is_recorded_from_what_the_worker_receives(
+        node: Node, worker: MediaWorker) -> None:
+    async with peer_joiner(node, media=MEDIA, room=ROOM) as join:
+        peers = [await join(name, grants={"record": True}) for name in ("alice", "bob", "carol")]
+        for peer in peers:
+            await eventually(lambda p=peer: p.forwarded is not None, timeout=10)  # type: ignore[misc]
+        state = await peers[0]._client.start_recording(ROOM)
+        assert state["upstream"] is False and state["worker"] == peers[0].forwarded.worker
+        directory = node.config.recordings_dir / state["recording"]
+
+        def files() -> list[dict[str, Any]]:
+            tracks = json.loads((directory / "catalog.json").read_text())["tracks"]
+            return [t for t in tracks if t["file"]]
+
+        await eventually(lambda: len(files()) == 6, timeout=20)
+        assert all(p.upstream is None for p in peers)  # nobody uploads twice
+        await asyncio.sleep(2)
+        await peers[0]._client.stop_recording(ROOM)
+        await eventually(lambda: json.loads((directory / "catalog.json").read_text())["state"]
+                         == "complete", timeout=10)
+        for track in files():
+            with av.open(str(directory / track["file"])) as container:
+                decoded = sum(1 for _ in container.decode(container.streams[0]))
+            assert decoded > (20 if track["kind"] == "video" else 80), track

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -12,13 +14,15 @@ import aiohttp
 import av
 import pytest
 
-from media import HeadlessPeer, SyntheticMedia, SyntheticVideoTrack
+from media import HeadlessPeer, SyntheticMedia, SyntheticVideoTrack, read_frame_index
 from media.worker import MediaWorker
+from signaling.app import WORKERS
 from signaling.client import RecordingState, RequestError
 
 from .conftest import Node, StartWorker
 from .helpers import EventLog
 from .media_fixtures import JoinPeer, eventually, peer_joiner
+from .processes import cli_env
 
 pytestmark = pytest.mark.media
 
@@ -34,6 +38,13 @@ def decode(path: Path) -> tuple[int, float, str]:
         kind = str(stream.type)  # read before closing: PyAV streams die with their container
         times = [float(f.time) for f in container.decode(stream) if f.time is not None]
     return len(times), (times[-1] - times[0]) if times else 0.0, kind
+
+
+def first_frame_index(path: Path) -> int:
+    """The frame index SyntheticVideoTrack drew into a file's first picture."""
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        return read_frame_index(frame)
 
 
 def catalog(directory: Path) -> dict[str, Any]:
@@ -100,8 +111,12 @@ async def test_a_two_party_call_is_recorded_track_by_track(node: Node, worker: M
         audio_frames, audio_span, kind = decode(directory / mine["audio"]["file"])
         assert kind == "audio" and audio_frames > 100
         assert abs(audio_span - span) < 0.5  # both tracks last the call
-        # Aligned from RTCP sender reports: audio and video start together on the sender.
-        assert abs(mine["audio"]["senderStart"] - mine["video"]["senderStart"]) < 0.1
+        # Aligned from RTCP sender reports: the peer's synthetic audio and video start
+        # together, so its video file starts first_index / FPS after its audio file (a
+        # video file starts at the first keyframe it got, not always frame 0).
+        offset = mine["video"]["senderStart"] - mine["audio"]["senderStart"]
+        expected = first_frame_index(directory / mine["video"]["file"]) / FPS
+        assert abs(offset - expected) < 0.1, (offset, expected)
         assert mine["video"]["sizes"] == [[320, 240]]
 
 
@@ -180,3 +195,62 @@ async def test_recording_rules(node: Node, join: JoinPeer,
     await carol.close()
     await eventually(lambda: catalog(node.config.recordings_dir)["state"] == "complete",
                      timeout=10)
+
+
+async def test_kill_9_of_the_worker_leaves_decodable_files_and_the_recording_moves(
+        node: Node, join: JoinPeer, start_worker: StartWorker) -> None:
+    workers = node.server.app[WORKERS]
+    env = cli_env(MIKOTO_RTC_WORKER_TOKEN=node.token("doomed", service=True),
+                  MIKOTO_RTC_RECORDINGS_DIR=str(node.config.recordings_dir))
+    doomed = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "signaling", "media-worker", "--url", node.url, env=env)
+    try:
+        await eventually(lambda: len(workers) == 1, timeout=30)
+        alice = await joined_with_record_grant(node, join)
+        bob = await join("bob")
+        bob_log = EventLog(bob._client)
+        state = await alice._client.start_recording(ROOM)
+        await eventually(lambda: len(catalog(node.config.recordings_dir)["files"]) == 4,
+                         timeout=20)
+        await asyncio.sleep(3)
+        await start_worker()  # the one the recording can move to
+        doomed.send_signal(signal.SIGKILL)
+    finally:
+        if doomed.returncode is None:
+            doomed.kill()
+        await doomed.wait()
+    moved = await bob_log.wait_for(RecordingState, lambda e: e.data.get("moved") is True,
+                                   timeout=15)
+    assert moved.active and moved.worker != state["worker"]
+    directory = node.config.recordings_dir / state["recording"]
+    killed = [t for t in catalog(node.config.recordings_dir)["tracks"] if t["file"]]
+    assert len(killed) == 4 and not any(t["complete"] for t in killed)
+    for track in killed:
+        frames, span, kind = decode(directory / track["file"])
+        assert kind == track["kind"] and span > 2.0, (track, frames, span)
+    # The new worker records on into the same recording, after the old files.
+    await eventually(lambda: len(catalog(node.config.recordings_dir)["files"]) == 8, timeout=20)
+    await alice._client.stop_recording(ROOM)
+    await eventually(lambda: catalog(node.config.recordings_dir)["state"] == "complete",
+                     timeout=10)
+    final = catalog(node.config.recordings_dir)
+    assert final["moves"] == 1 and len(set(final["files"])) == 8
+
+
+async def test_an_echo_test_in_a_recorded_room_leaves_the_recording_alone(
+        node: Node, worker: MediaWorker, join: JoinPeer) -> None:
+    alice = await joined_with_record_grant(node, join)
+    await join("bob")
+    await alice._client.start_recording(ROOM)
+    await eventually(lambda: len(catalog(node.config.recordings_dir)["files"]) == 4, timeout=20)
+
+    def alice_video_packets() -> int:
+        return sum(t["packets"] for t in catalog(node.config.recordings_dir)["tracks"]
+                   if t["user"] == "alice" and t["kind"] == "video")
+
+    # Same worker, same participant: the signals' `pc` tag keeps the two connections apart.
+    result = await alice.echo_test(duration=2)
+    assert result.report is not None and result.report["verdict"] == "good"
+    assert alice.upstream is not None and alice.upstream.connection_state == "connected"
+    before = alice_video_packets()
+    await eventually(lambda: alice_video_packets() > before + 15, timeout=10)
