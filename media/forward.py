@@ -56,10 +56,16 @@ OnPublish = Callable[[ParticipantId, str, PassthroughReceiver], None]
 
 
 def _prefer_passthrough_codec(transceiver: RTCRtpTransceiver) -> None:
-    """Only the codecs passthrough forwards (VP8, Opus), so nothing needs transcoding."""
+    """Only the codecs passthrough forwards (VP8, Opus), so nothing needs transcoding.
+
+    And no RTX: an aiortc subscriber routes RTP by media SSRC only, so with several
+    video m-lines sharing the RTX payload type it drops every retransmission, and one
+    lost packet then stalls its jitter buffer. Without RTX, a NACKed packet is sent
+    again as it was.
+    """
     caps = RTCRtpSender.getCapabilities(transceiver.kind)
     mime = _MIMES[transceiver.kind].lower()
-    preferred = [c for c in caps.codecs if c.mimeType.lower() in (mime, "video/rtx")]
+    preferred = [c for c in caps.codecs if c.mimeType.lower() == mime]
     if preferred:
         transceiver.setCodecPreferences(preferred)
 

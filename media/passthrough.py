@@ -80,6 +80,7 @@ _SUPPORTED_CODECS = frozenset({"video/vp8", "video/h264", "audio/opus"})
 _QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
 _STARTED_ATTR = "_RTCRtpReceiver__started"
 _KIND_ATTR = "_RTCRtpReceiver__kind"
+_RTX_ATTR = "_RTCRtpReceiver__rtx_ssrc"  # RTX SSRC -> media SSRC, from the remote description
 _MAPPER_ATTR = "_RTCRtpReceiver__timestamp_mapper"
 _RTCP_ATTR = "_handle_rtcp_packet"
 
@@ -496,7 +497,10 @@ class PassthroughReceiver:
         """Send a PLI to the publisher, at most once per `keyframe_interval`."""
         if self.kind != "video" or self.ended:
             return
-        sources = self.receiver.getSynchronizationSources()
+        # The media stream's SSRC, not its retransmission (RTX) stream's: Chromium probes
+        # bandwidth on RTX first and ignores a PLI naming that SSRC.
+        rtx = getattr(self.receiver, _RTX_ATTR, {})
+        sources = [s for s in self.receiver.getSynchronizationSources() if s.source not in rtx]
         if not sources:
             return  # nothing received yet: the first frame will be a keyframe anyway
         now = self._clock()
@@ -587,7 +591,8 @@ def enable_passthrough(receiver: RTCRtpReceiver, *,
             or not isinstance(getattr(receiver, _STARTED_ATTR, None), bool)
             or getattr(receiver, _KIND_ATTR, None) not in ("audio", "video")
             or not hasattr(getattr(receiver, _MAPPER_ATTR, None), "_origin")
-            or not callable(getattr(receiver, _RTCP_ATTR, None))):
+            or not callable(getattr(receiver, _RTCP_ATTR, None))
+            or not isinstance(getattr(receiver, _RTX_ATTR, None), dict)):
         if isinstance(current, _PacketTap):
             raise PassthroughUnsupported("passthrough is already enabled on this receiver")
         raise PassthroughUnsupported("RTCRtpReceiver internals differ from the tested aiortc")

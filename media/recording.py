@@ -107,6 +107,8 @@ class RecordJob:
         return list(self._tracks)
 
     def deliver(self, signal: SignalReceived) -> None:
+        if self.tapped:
+            return  # recording what the forwarding receives: an upstream would record twice
         link = self._links.get(signal.sender)
         if link is None:
             link = self._links[signal.sender] = PeerLink(

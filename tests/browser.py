@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode
@@ -71,17 +71,19 @@ async def peer_stats(page: Page, stats_js: str = ROOM_STATS_JS) -> dict[str, Any
 
 
 async def wait_decoding(page: Page, peers: int = 1, frames: int = 1,
-                        timeout: float = 30.0, *, stats_js: str = ROOM_STATS_JS
-                        ) -> dict[str, Any]:
+                        timeout: float = 30.0, *, stats_js: str = ROOM_STATS_JS,
+                        participants: Collection[str] | None = None) -> dict[str, Any]:
     """Wait until `peers` remote participants' video has `frames` decoded frames each
-    (`stats_js=ECHO_STATS_JS`: the echo test's connection instead)."""
+    (`participants`: these ones, each of them; `stats_js=ECHO_STATS_JS`: the echo test's
+    connection instead)."""
     stats: dict[str, Any] = {}
     try:
         async with asyncio.timeout(timeout):
             while True:
                 stats = await peer_stats(page, stats_js)
-                decoding = [s for s in stats.values() if s["video"]["framesDecoded"] >= frames]
-                if len(decoding) >= peers:
+                decoding = {p for p, s in stats.items() if s["video"]["framesDecoded"] >= frames}
+                if (len(decoding) >= peers if participants is None
+                        else decoding.issuperset(participants)):
                     return stats
                 await asyncio.sleep(0.25)
     except TimeoutError:

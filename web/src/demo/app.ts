@@ -8,12 +8,14 @@ import {
   type ConnectionState,
   type ParticipantState,
   type RemoteParticipant,
+  type RoomMode,
 } from '../sdk';
 import { FilePanel, findFileUi } from './files';
 import { openLocalMedia, openScreen, stopStream } from './media';
 import type { DemoParams } from './params';
 import { RecordingPanel, findRecordingUi } from './recording';
 import { TileGrid } from './tiles';
+import { MediaTimings } from './timings';
 import { fetchDevToken, readClaims, tabUserId } from './token';
 
 /** The page elements the demo drives; all looked up once. */
@@ -25,6 +27,7 @@ export interface Ui {
   speakingInput: HTMLInputElement;
   joinButton: HTMLButtonElement;
   status: HTMLElement;
+  roomMode: HTMLElement;
   socketStatus: HTMLElement;
   participantCount: HTMLElement;
   error: HTMLElement;
@@ -64,6 +67,7 @@ export function findUi(doc: Document = document): Ui {
     speakingInput: get('speaking-input', HTMLInputElement),
     joinButton: get('join-button', HTMLButtonElement),
     status: get('status', HTMLElement),
+    roomMode: get('room-mode', HTMLElement),
     socketStatus: get('socket-status', HTMLElement),
     participantCount: get('participant-count', HTMLElement),
     error: get('error', HTMLElement),
@@ -132,6 +136,8 @@ export class DemoApp {
   readonly files: FilePanel;
   /** The recording indicator and the Start / Stop recording buttons. */
   readonly recording: RecordingPanel;
+  /** When media first showed up (test hooks). */
+  readonly timings = new MediaTimings();
   /** The token the client last used (the `token` parameter, or the last dev token). */
   private token: string | null;
   private screenTrack: MediaStreamTrack | null = null;
@@ -262,7 +268,7 @@ export class DemoApp {
     sessionStorage.setItem(NAME_KEY, ui.nameInput.value.trim());
     try {
       this.setStatus('connecting');
-      const media = await openLocalMedia({ audio: this.params.audio, video: this.params.video });
+      const media = await openLocalMedia(this.params);
       this.camera = media.stream;
       this.outgoing = media.stream;
       this.showNotice(media.warning);
@@ -273,6 +279,7 @@ export class DemoApp {
       this.wire(room);
       this.files.attach(room);
       this.recording.attach(room);
+      this.timings.attach(room);
 
       const local = this.tiles.ensure(LOCAL, { id: '', name: `${name} (you)`, local: true });
       local.setStream(this.outgoing);
@@ -312,6 +319,8 @@ export class DemoApp {
     this.room = null;
     this.files.detach();
     this.recording.detach();
+    this.timings.detach();
+    this.showMode(null);
     this.speaking?.close();
     this.speaking = null;
     if (room) await room.close().catch(() => undefined);
@@ -460,6 +469,20 @@ export class DemoApp {
       this.tiles.get(LOCAL)?.setState(state);
       this.syncControls();
     });
+    room.on('mode', ({ mode, previous, worker, moved }) => {
+      this.log('mode', { mode, previous, worker, moved });
+      this.showMode(mode);
+    });
+    room.on('forward:connection', ({ worker, pc, state }) => {
+      this.log('forward:connection', { worker, pc, state });
+    });
+  }
+
+  /** "via server" beside the room's status while its media goes through a media worker. */
+  private showMode(mode: RoomMode | null): void {
+    const el = this.ui.roomMode;
+    el.dataset['mode'] = mode ?? 'none';
+    el.hidden = mode !== 'forward';
   }
 
   private showParticipant(participant: RemoteParticipant): void {

@@ -127,7 +127,7 @@ export class EchoPanel {
       this.setState('starting');
       this.ui.stop.hidden = false;
 
-      const media = await openLocalMedia({ audio: this.params.audio, video: this.params.video });
+      const media = await openLocalMedia(this.params);
       if (run !== this.run) return stopStream(media.stream);
       this.stream = media.stream;
       this.ui.localVideo.srcObject = media.stream;

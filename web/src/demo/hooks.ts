@@ -10,6 +10,7 @@ import {
   type ParticipantState,
   type PresenceState,
   type Room,
+  type RoomMode,
   type SignalingClient,
 } from '../sdk';
 import type { DemoApp, DemoEvent } from './app';
@@ -75,11 +76,26 @@ export interface MikotoDemo {
   readonly selfId: string | null;
   /** Recent events (status, socket, room, participants, tracks, peer states). */
   readonly events: readonly DemoEvent[];
-  /** The RTCPeerConnection toward each remote participant, by participant id. */
+  /** The RTCPeerConnection toward each remote participant, by participant id (none while the room forwards). */
   peers(): Record<string, RTCPeerConnection>;
   participants(): ParticipantSnapshot[];
-  /** Summed `inbound-rtp` counters per remote participant, by participant id. */
+  /**
+   * Summed `inbound-rtp` counters per remote participant, by participant id:
+   * of their peer connection, or (forwarded) of the `down` receivers carrying
+   * their tracks, with the `down` connection's state.
+   */
   stats(): Promise<Record<string, PeerStats>>;
+  /** `room.mode` (`mesh` / `forward`); null when not in a room. */
+  readonly mode: RoomMode | null;
+  /** The forwarding worker's participant id while the room forwards, else null. */
+  readonly forwardWorker: string | null;
+  /** The two connections to the forwarding worker, or null while the room meshes. */
+  forwardConnections(): { up: RTCPeerConnection; down: RTCPeerConnection } | null;
+  /**
+   * `Date.now()` ms: when the forwarded `down` connection first connected (null
+   * while meshing), and each participant's latest video track's first decoded frame.
+   */
+  timings(): { downConnectedAt: number | null; firstVideoAt: Record<string, number> };
   join(): Promise<void>;
   leave(): Promise<void>;
   /** Close the engine.io transport as a network loss would; the client resumes the session. */
@@ -181,11 +197,28 @@ export function installHooks(app: DemoApp, echo: EchoPanel): MikotoDemo {
         connectionState: p.connectionState,
       })),
     stats: async () => {
+      const room = app.room;
+      if (room?.mode === 'forward') {
+        const entries = await Promise.all(
+          [...room.participants.values()].map(
+            async (p) => [p.id, await receiverStats(room.receivers(p.id), p.connectionState)] as const,
+          ),
+        );
+        return Object.fromEntries(entries);
+      }
       const entries = await Promise.all(
         Object.entries(app.peers()).map(async ([id, pc]) => [id, await peerStats(pc)] as const),
       );
       return Object.fromEntries(entries);
     },
+    get mode() {
+      return app.room?.mode ?? null;
+    },
+    get forwardWorker() {
+      return app.room?.forwardWorker ?? null;
+    },
+    forwardConnections: () => app.room?.forwardConnections() ?? null,
+    timings: () => ({ downConnectedAt: app.timings.downConnectedAt, firstVideoAt: { ...app.timings.firstVideoAt } }),
     join: () => app.join(),
     leave: () => app.leave(),
     dropTransport: () => app.dropTransport(),
@@ -275,25 +308,38 @@ export function installHooks(app: DemoApp, echo: EchoPanel): MikotoDemo {
 }
 
 export async function peerStats(pc: RTCPeerConnection): Promise<PeerStats> {
+  return sumInbound([await pc.getStats()], pc.connectionState);
+}
+
+/** The counters of some receivers (one participant's, on a connection shared with others). */
+export async function receiverStats(
+  receivers: RTCRtpReceiver[],
+  connectionState: RTCPeerConnectionState,
+): Promise<PeerStats> {
+  return sumInbound(await Promise.all(receivers.map((r) => r.getStats())), connectionState);
+}
+
+function sumInbound(reports: RTCStatsReport[], connectionState: RTCPeerConnectionState): PeerStats {
   const result: PeerStats = {
-    connectionState: pc.connectionState,
+    connectionState,
     video: { framesDecoded: 0, framesReceived: 0, bytesReceived: 0, frameWidth: 0 },
     audio: { packetsReceived: 0, bytesReceived: 0 },
   };
-  const report = await pc.getStats();
-  report.forEach((entry: RTCStats) => {
-    if (entry.type !== 'inbound-rtp') return;
-    const rtp = entry as RTCInboundRtpStreamStats;
-    if (rtp.kind === 'video') {
-      result.video.framesDecoded += rtp.framesDecoded ?? 0;
-      result.video.framesReceived += rtp.framesReceived ?? 0;
-      result.video.bytesReceived += rtp.bytesReceived ?? 0;
-      result.video.frameWidth = Math.max(result.video.frameWidth, rtp.frameWidth ?? 0);
-    } else if (rtp.kind === 'audio') {
-      result.audio.packetsReceived += rtp.packetsReceived ?? 0;
-      result.audio.bytesReceived += rtp.bytesReceived ?? 0;
-    }
-  });
+  for (const report of reports) {
+    report.forEach((entry: RTCStats) => {
+      if (entry.type !== 'inbound-rtp') return;
+      const rtp = entry as RTCInboundRtpStreamStats;
+      if (rtp.kind === 'video') {
+        result.video.framesDecoded += rtp.framesDecoded ?? 0;
+        result.video.framesReceived += rtp.framesReceived ?? 0;
+        result.video.bytesReceived += rtp.bytesReceived ?? 0;
+        result.video.frameWidth = Math.max(result.video.frameWidth, rtp.frameWidth ?? 0);
+      } else if (rtp.kind === 'audio') {
+        result.audio.packetsReceived += rtp.packetsReceived ?? 0;
+        result.audio.bytesReceived += rtp.bytesReceived ?? 0;
+      }
+    });
+  }
   return result;
 }
 

@@ -36,7 +36,7 @@ function linkEchoPage(): void {
   if (!(link instanceof HTMLAnchorElement)) return;
   const here = new URLSearchParams(window.location.search);
   const query = new URLSearchParams({ echo: '1' });
-  for (const key of ['server', 'token', 'user', 'relay', 'audio', 'video', 'media']) {
+  for (const key of ['server', 'token', 'user', 'relay', 'audio', 'video', 'media', 'width', 'height', 'fps']) {
     const value = here.get(key);
     if (value !== null) query.set(key, value);
   }

@@ -8,7 +8,16 @@ export interface LocalMedia {
  * Open camera and microphone, falling back to whichever of them works, and to
  * receive-only when neither does (no device, denied, or not a secure context).
  */
-export async function openLocalMedia(want: { audio: boolean; video: boolean }): Promise<LocalMedia> {
+export interface MediaWanted {
+  audio: boolean;
+  video: boolean;
+  /** Ideal camera size and frame rate; default 640×480 at the camera's rate. */
+  width?: number | null;
+  height?: number | null;
+  fps?: number | null;
+}
+
+export async function openLocalMedia(want: MediaWanted): Promise<LocalMedia> {
   if (!want.audio && !want.video) return { stream: null, warning: null };
   const devices = navigator.mediaDevices as MediaDevices | undefined;
   if (!devices?.getUserMedia) {
@@ -17,7 +26,8 @@ export async function openLocalMedia(want: { audio: boolean; video: boolean }): 
       warning: 'Camera and microphone need https or localhost; joining receive-only.',
     };
   }
-  const video: MediaTrackConstraints = { width: { ideal: 640 }, height: { ideal: 480 } };
+  const video: MediaTrackConstraints = { width: { ideal: want.width ?? 640 }, height: { ideal: want.height ?? 480 } };
+  if (want.fps) video.frameRate = { ideal: want.fps };
   const attempts: MediaStreamConstraints[] = [];
   if (want.audio && want.video) attempts.push({ audio: true, video });
   if (want.audio) attempts.push({ audio: true });

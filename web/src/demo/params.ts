@@ -13,6 +13,10 @@ export interface DemoParams {
   server: string | null;
   audio: boolean;
   video: boolean;
+  /** The camera's ideal size and frame rate (default 640×480, the camera's rate); e.g. small for many tabs. */
+  width: number | null;
+  height: number | null;
+  fps: number | null;
   speaking: boolean;
   /** Accept every file offered to us at once. */
   autoaccept: boolean;
@@ -40,14 +44,17 @@ export function readParams(search: string = window.location.search): DemoParams 
     server: q.get('server'),
     audio: media && flag('audio', true),
     video: media && flag('video', true),
+    width: positive(q.get('width')),
+    height: positive(q.get('height')),
+    fps: positive(q.get('fps')),
     speaking: flag('speaking', false),
     autoaccept: flag('autoaccept', false),
     echo: flag('echo', false),
-    duration: seconds(q.get('duration')),
+    duration: positive(q.get('duration')),
   };
 }
 
-function seconds(value: string | null): number | null {
+function positive(value: string | null): number | null {
   if (value === null || value.trim() === '') return null;
   const n = Number(value);
   return Number.isFinite(n) && n > 0 ? n : null;

@@ -620,6 +620,11 @@ export class OutgoingTransfer extends FileTransfer {
 
   private openLink(link: Link): void {
     if (this.relayMode || this.final || link.ended || link.channel) return;
+    if (this.ctx.room.mode === 'forward') {
+      // No connection with the receiver at all: its media comes through a media worker.
+      this.switchToRelay('the room forwards through a media worker');
+      return;
+    }
     if (link.deadline === null) {
       link.deadline = setTimeout(() => {
         link.deadline = null;

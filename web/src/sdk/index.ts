@@ -1,7 +1,7 @@
 /**
  * mikoto-rtc browser SDK: a signaling client, one peer connection per remote
- * participant, and the room that ties them together. Framework-free; UI layers
- * build on this module only.
+ * participant (or, in a forwarded room, two with a media worker), and the room
+ * that ties them together. Framework-free; UI layers build on this module only.
  */
 export { SignalingClient, randomId } from './client';
 export type {
@@ -45,6 +45,8 @@ export type {
   RoomFilesEvents,
   SendFileOptions,
 } from './files';
+export { ForwardedMedia } from './forward';
+export type { ForwardPc, ForwardedMediaEvents } from './forward';
 export { Sha256, sha256Hex } from './sha256';
 export type { Listener, Unsubscribe } from './events';
 export { consoleLogger } from './log';
@@ -53,6 +55,8 @@ export { Peer, toWireCandidate } from './peer';
 export type { PeerConnectionState, PeerEvents, PeerMessage, PeerOptions, PeerRole } from './peer';
 export { RecordingUpstream } from './recording';
 export type { RecordingUpstreamEvents } from './recording';
+export { MediaUpstream } from './upstream';
+export type { MediaUpstreamEvents } from './upstream';
 export { Room } from './room';
 export type {
   JoinInfo,

@@ -24,13 +24,22 @@ export interface PeerOptions {
   configuration: RTCConfiguration;
   send: (message: PeerMessage) => void;
   logger: Logger;
+  /**
+   * Never offer: only answer the remote side's offers (a forwarding worker's
+   * `down` connection, which ignores offers). An ICE restart then asks the
+   * remote side (`signal {restart: true}`). Default false.
+   */
+  answerOnly?: boolean;
 }
 
 export type PeerConnectionState = RTCPeerConnectionState;
 
 export interface PeerEvents {
-  /** A remote track arrived; `stream` is this peer's one stream holding all of them. */
-  track: { track: MediaStreamTrack; stream: MediaStream };
+  /**
+   * A remote track arrived; `stream` is this peer's one stream holding all of
+   * them, `streams` the remote side's streams of it (its `a=msid` streams).
+   */
+  track: { track: MediaStreamTrack; stream: MediaStream; streams: readonly MediaStream[] };
   /** A remote track ended and was removed from `stream`. */
   trackended: { track: MediaStreamTrack; stream: MediaStream };
   /** `pc.connectionState` changed; `closed` is also sent when `close()` is called. */
@@ -59,6 +68,7 @@ export class Peer extends Emitter<PeerEvents> {
   readonly id: ParticipantId;
   readonly polite: boolean;
   readonly role: PeerRole;
+  readonly answerOnly: boolean;
   readonly pc: RTCPeerConnection;
   /** Every live remote track of this peer, in one stream (stable for the peer's lifetime). */
   readonly remoteStream = new MediaStream();
@@ -83,6 +93,7 @@ export class Peer extends Emitter<PeerEvents> {
     this.id = options.id;
     this.polite = options.polite;
     this.role = options.role;
+    this.answerOnly = options.answerOnly === true;
     this.send = options.send;
     this.logger = options.logger;
     this.awaitingFirstOffer = options.role === 'answerer';
@@ -94,7 +105,7 @@ export class Peer extends Emitter<PeerEvents> {
     }
     this.pc.onnegotiationneeded = () => void this.negotiate();
     this.pc.onicecandidate = ({ candidate }) => this.sendCandidate(candidate);
-    this.pc.ontrack = ({ track }) => this.addRemoteTrack(track);
+    this.pc.ontrack = ({ track, streams }) => this.addRemoteTrack(track, streams);
     this.pc.ondatachannel = ({ channel }) => {
       if (!this._closed) this.emit('datachannel', { channel });
     };
@@ -119,7 +130,7 @@ export class Peer extends Emitter<PeerEvents> {
   restartIce(reason = 'requested', origin: 'local' | 'remote' = 'local'): void {
     if (this._closed) return;
     this.lastRestartAt = Date.now();
-    if (this.awaitingFirstOffer) {
+    if (this.awaitingFirstOffer || this.answerOnly) {
       this.logger.info(`peer ${this.id}: asking the remote side to restart ICE (${reason})`);
       this.send({ restart: true });
       return;
@@ -244,7 +255,7 @@ export class Peer extends Emitter<PeerEvents> {
   private async negotiate(): Promise<void> {
     // The answerer's tracks ride on its answer to the first offer; offering
     // before it would be the first-offer glare the protocol rules out.
-    if (this._closed || this.awaitingFirstOffer) return;
+    if (this._closed || this.awaitingFirstOffer || this.answerOnly) return;
     try {
       this.makingOffer = true;
       await this.pc.setLocalDescription();
@@ -259,7 +270,8 @@ export class Peer extends Emitter<PeerEvents> {
   private async applySignal(message: PeerMessage): Promise<void> {
     if (this._closed) return;
     if ('restart' in message) {
-      if (this.awaitingFirstOffer) return; // the remote side's first offer is on its way anyway
+      // The remote side's first offer is on its way anyway; an answer-only side cannot offer.
+      if (this.awaitingFirstOffer || this.answerOnly) return;
       this.restartIce('asked by the remote side', 'remote');
     } else if ('description' in message) {
       await this.applyDescription(message.description);
@@ -328,7 +340,7 @@ export class Peer extends Emitter<PeerEvents> {
     this.send({ candidate: candidate ? toWireCandidate(candidate) : null });
   }
 
-  private addRemoteTrack(track: MediaStreamTrack): void {
+  private addRemoteTrack(track: MediaStreamTrack, streams: readonly MediaStream[]): void {
     if (this._closed) return;
     const stream = this.remoteStream;
     if (!stream.getTrackById(track.id)) stream.addTrack(track);
@@ -341,7 +353,7 @@ export class Peer extends Emitter<PeerEvents> {
       },
       { once: true },
     );
-    this.emit('track', { track, stream });
+    this.emit('track', { track, stream, streams });
   }
 }
 

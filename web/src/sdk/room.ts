@@ -3,6 +3,7 @@ import { EchoTest, type EchoTestOptions } from './echo';
 import { RtcError } from './errors';
 import { Emitter, type Unsubscribe } from './events';
 import { RoomFiles } from './files';
+import { ForwardedMedia, type ForwardPc } from './forward';
 import { consoleLogger, type Logger } from './log';
 import { Peer, type PeerConnectionState, type PeerMessage, type PeerRole } from './peer';
 import { RecordingUpstream } from './recording';
@@ -21,6 +22,8 @@ import {
   type RecordingInfo,
   type RecordingStateEvent,
   type RoomEventName,
+  type RoomMode,
+  type RoomModeEvent,
   type RoomName,
   type SelfInfo,
   type ServerEvents,
@@ -83,6 +86,8 @@ export interface JoinInfo {
   iceServers: IceServer[];
   /** The room's running recording (we already send our media to it), or null. */
   recording: ActiveRecording | null;
+  /** How the room's media flows (`forward`: through a media worker; we did not offer to anyone). */
+  mode: RoomMode;
 }
 
 /** Why a participant is no longer listed: theirs (`leave`, `disconnect`) or ours (`local`). */
@@ -128,6 +133,16 @@ export interface RoomEvents {
   };
   /** The connection sending our media to the recording worker changed state (`closed` once closed). */
   'recording:connection': { worker: ParticipantId; state: PeerConnectionState };
+  /**
+   * The room's media changed path (protocol.md, "Forwarding (group calls)"):
+   * `forward` (through `worker`; `moved`: it took over from a worker that
+   * died) or `mesh`. Participants, their streams and `track` events go on as
+   * before; only the connections under them change. Also sent when joining a
+   * forwarded room, and back to `mesh` when our membership ends.
+   */
+  mode: { mode: RoomMode; previous: RoomMode; worker: ParticipantId | null; moved: boolean };
+  /** One of the two connections to the forwarding worker changed state (`closed` once closed). */
+  'forward:connection': { worker: ParticipantId; pc: ForwardPc; state: PeerConnectionState };
 }
 
 /** A worker may take up to 5 s to accept, and the node may try more than one. */
@@ -149,8 +164,10 @@ type Buffered = { [K in keyof RoomServerEvents]: { event: K; payload: RoomServer
 
 /**
  * One joined room: the participant list, presence, and one peer connection per
- * remote participant. The room owns its peers and closes them; it does not own
- * the client nor the local stream, which the app may share or reuse.
+ * remote participant, or, while the room forwards, two connections with its
+ * media worker instead (the app sees the same participants and streams). The
+ * room owns its connections and closes them; it does not own the client nor
+ * the local stream, which the app may share or reuse.
  */
 export class Room extends Emitter<RoomEvents> {
   private readonly logger: Logger;
@@ -167,6 +184,9 @@ export class Room extends Emitter<RoomEvents> {
   private _recording: ActiveRecording | null = null;
   /** Our media to the recording worker, while the room is recorded. */
   private upstream: RecordingUpstream | null = null;
+  private _mode: RoomMode = 'mesh';
+  /** While the room forwards: our two connections to its worker (then there are no peers). */
+  private forwarded: ForwardedMedia | null = null;
   private echoRequesting = false;
   private readonly unsubscribes: Unsubscribe[];
   private _state: RoomState = 'idle';
@@ -197,6 +217,7 @@ export class Room extends Emitter<RoomEvents> {
       client.on('participant:left', (e) => this.onServerEvent('participant:left', e)),
       client.on('participant:updated', (e) => this.onServerEvent('participant:updated', e)),
       client.on('recording:state', (e) => this.onServerEvent('recording:state', e)),
+      client.on('room:mode', (e) => this.onServerEvent('room:mode', e)),
       client.on('signal', (e) => this.onServerEvent('signal', e)),
       client.on('state', (change) => this.onConnectionState(change)),
       client.on('session:lost', ({ error }) => this.onSessionLost(error)),
@@ -235,9 +256,44 @@ export class Room extends Emitter<RoomEvents> {
     return new Map(this.participantsById);
   }
 
-  /** The peer connection toward one participant, for stats and debugging. */
+  /** The peer connection toward one participant (none while the room forwards), for stats and debugging. */
   peerConnection(id: ParticipantId): RTCPeerConnection | undefined {
     return this.peersById.get(id)?.pc;
+  }
+
+  /**
+   * How the room's media flows: `mesh` (a peer connection per participant) or
+   * `forward` (two connections with a media worker, none with participants).
+   * `mesh` while not joined.
+   */
+  get mode(): RoomMode {
+    return this._mode;
+  }
+
+  /** The forwarding worker's hidden participant id while the room forwards, else null. */
+  get forwardWorker(): ParticipantId | null {
+    return this.forwarded?.worker ?? null;
+  }
+
+  /**
+   * Our two connections to the forwarding worker (`up`: our media to it,
+   * `down`: everyone else's from it), or null while the room meshes.
+   */
+  forwardConnections(): { up: RTCPeerConnection; down: RTCPeerConnection } | null {
+    const forwarded = this.forwarded;
+    if (!forwarded || forwarded.closed) return null;
+    return { up: forwarded.upConnection, down: forwarded.downConnection };
+  }
+
+  /**
+   * The receivers of one participant's media, whatever the mode: their peer
+   * connection's, or the forwarded `down` connection's that carry their live
+   * tracks. `receiver.getStats()` gives that participant's `inbound-rtp`.
+   */
+  receivers(participantId: ParticipantId): RTCRtpReceiver[] {
+    if (this.forwarded) return this.forwarded.receivers(participantId);
+    const peer = this.peersById.get(participantId);
+    return peer && !peer.closed ? peer.pc.getReceivers() : [];
   }
 
   /** Our signaling presence as the server last told us (`connected` unless a replay said otherwise). */
@@ -255,6 +311,8 @@ export class Room extends Emitter<RoomEvents> {
     for (const peer of peers) peer?.restartIce(reason);
     const upstream = this.upstream;
     if (upstream && (participantId === undefined || participantId === upstream.worker)) upstream.restartIce(reason);
+    const forwarded = this.forwarded;
+    if (forwarded && (participantId === undefined || participantId === forwarded.worker)) forwarded.restartIce(reason);
   }
 
   /**
@@ -375,7 +433,7 @@ export class Room extends Emitter<RoomEvents> {
     await this.client.request('recording:stop', { room });
   }
 
-  /** Every peer connection, by participant id (a snapshot). */
+  /** Every peer connection, by participant id (a snapshot; empty while the room forwards). */
   peerConnections(): Map<ParticipantId, RTCPeerConnection> {
     return new Map([...this.peersById].map(([id, peer]) => [id, peer.pc]));
   }
@@ -443,6 +501,7 @@ export class Room extends Emitter<RoomEvents> {
     await Promise.all([
       ...[...this.peersById.values()].map((peer) => peer.setLocalTracks(stream)),
       this.upstream?.setLocalStream(stream),
+      this.forwarded?.setLocalStream(stream),
     ]);
     await this.publishMediaState();
   }
@@ -514,14 +573,17 @@ export class Room extends Emitter<RoomEvents> {
     this.localState = { ...EMPTY_STATE };
     const participants: RemoteParticipant[] = [];
     this._selfConnection = 'connected';
+    // A forwarded room: no offers to the others, our media goes through its worker.
+    const worker = ack.mode === 'forward' && typeof ack.worker === 'string' ? ack.worker : null;
     for (const entry of ack.participants) {
       const participant = this.addParticipant(entry.id, entry.user, entry.name, entry.state, entry.polite);
       participant.connection = presence(entry.connection);
       participants.push(participant);
       this.emit('participant:joined', { participant });
-      this.createPeer(participant, 'offerer');
+      if (worker === null) this.createPeer(participant, 'offerer');
     }
     this.setState('joined');
+    if (worker !== null) this.enterForward(worker, false);
     if (ack.recording) this.applyRecording(ack.recording);
     const buffered = this.buffered;
     this.buffered = [];
@@ -538,6 +600,7 @@ export class Room extends Emitter<RoomEvents> {
       participants,
       iceServers: ack.iceServers,
       recording: this._recording,
+      mode: this._mode,
     };
   }
 
@@ -581,6 +644,9 @@ export class Room extends Emitter<RoomEvents> {
       case 'recording:state':
         if (this.acceptSeq(item.event, item.payload.seq)) this.onRecordingState(item.payload);
         return;
+      case 'room:mode':
+        if (this.acceptSeq(item.event, item.payload.seq)) this.onMode(item.payload);
+        return;
     }
   }
 
@@ -601,7 +667,15 @@ export class Room extends Emitter<RoomEvents> {
     // The joiner offers to us: no peer until its first signal arrives.
     const participant = this.addParticipant(p.id, p.user, p.name, p.state, polite);
     participant.connection = presence(p.connection);
+    const forwarded = this.forwarded;
+    if (forwarded) {
+      // Their media comes over our `down` connection (a track may have come before this event).
+      participant.connectionState = forwarded.connectionState;
+      participant.stream = forwarded.streamOf(p.id);
+    }
     this.emit('participant:joined', { participant });
+    const stream = participant.stream;
+    if (stream) for (const track of stream.getTracks()) this.emit('track', { participantId: p.id, track, stream });
   }
 
   private onLeft({ id, reason }: ParticipantLeftEvent): void {
@@ -612,6 +686,7 @@ export class Room extends Emitter<RoomEvents> {
       return;
     }
     this.departed.add(id);
+    this.forwarded?.participantLeft(id);
     this.removeParticipant(id, reason);
   }
 
@@ -646,6 +721,11 @@ export class Room extends Emitter<RoomEvents> {
       this.workerConnection(from, event.pc)?.handleSignal(message);
       return;
     }
+    if (this.forwarded) {
+      // A mesh signal sent before its sender heard that the room forwards: no peer for it.
+      this.logger.debug(`room forwards: dropping a signal from ${from}`);
+      return;
+    }
     if ('restart' in message) {
       // Nothing to restart before a peer exists: its first offer carries fresh ICE anyway.
       void this.peersById.get(from)?.handleSignal(message);
@@ -666,12 +746,104 @@ export class Room extends Emitter<RoomEvents> {
   }
 
   /** Our connection to a media worker that a signal is for: the recording upstream's
-   * (tagged `record`), else the echo test's. */
+   * (tagged `record`), the forwarded room's (`up`, `down`), else the echo test's. */
   private workerConnection(worker: ParticipantId, pc: SignalPc | undefined
   ): { handleSignal(message: PeerMessage): void } | null {
     if (pc === 'record') return this.upstream?.worker === worker ? this.upstream : null;
+    if (pc === 'up' || pc === 'down') {
+      const forwarded = this.forwarded;
+      if (forwarded?.worker !== worker) return null;
+      return { handleSignal: (message) => forwarded.handleSignal(pc, message) };
+    }
     if (pc === undefined && this.echo?.worker === worker) return this.echo;
     return null;
+  }
+
+  // ---- forwarding ----
+
+  private onMode(event: RoomModeEvent): void {
+    if (event.mode === 'forward') {
+      if (typeof event.worker === 'string') this.enterForward(event.worker, event.moved === true);
+    } else if (event.mode === 'mesh') {
+      this.enterMesh();
+    }
+  }
+
+  /**
+   * Close every peer and send and receive through `worker` instead. The
+   * participants stay; their streams are replaced as the worker's tracks come.
+   * Forwarding through that worker already, nothing changes.
+   */
+  private enterForward(worker: ParticipantId, moved: boolean): void {
+    if (this.forwarded && this.forwarded.worker === worker) return;
+    const previous = this._mode;
+    this.closeForwarded();
+    for (const peer of [...this.peersById.values()]) peer.close();
+    this.peersById.clear();
+    this.workers.add(worker);
+    this._mode = 'forward';
+    this.logger.info(`room ${this._name ?? ''} forwards through worker ${worker}${moved ? ' (moved)' : ''}`);
+    const forwarded = new ForwardedMedia({
+      worker,
+      stream: this.localStream,
+      configuration: this.peerConfiguration(),
+      send: (pc, message) => this.sendSignal(worker, message, pc),
+      logger: this.logger,
+    });
+    this.forwarded = forwarded;
+    forwarded.on('track', ({ participantId, track, stream }) => {
+      // Not announced yet: onJoined attaches the stream. Gone: nothing to show it on.
+      const participant = this.participantsById.get(participantId);
+      if (!participant) return;
+      participant.stream = stream;
+      this.emit('track', { participantId, track, stream });
+    });
+    forwarded.on('trackended', (e) => {
+      if (this.participantsById.has(e.participantId)) this.emit('trackended', e);
+    });
+    forwarded.on('connectionstatechange', ({ pc, state }) => {
+      this.emit('forward:connection', { worker, pc, state });
+      if (pc === 'down' && this.forwarded === forwarded) this.setEveryoneConnectionState(state);
+    });
+    for (const participant of this.participantsById.values()) participant.stream = null;
+    this.setEveryoneConnectionState(forwarded.connectionState);
+    this.emit('mode', { mode: 'forward', previous, worker, moved });
+  }
+
+  /**
+   * The worker is gone and none took over: mesh again. Of each pair the
+   * participant whose id sorts first offers and is the impolite side; the other
+   * waits for its offer.
+   */
+  private enterMesh(): void {
+    if (this._mode === 'mesh' && !this.forwarded) return;
+    const previous = this._mode;
+    this.closeForwarded();
+    this._mode = 'mesh';
+    const self = this._self?.id ?? '';
+    this.logger.info(`room ${this._name ?? ''} meshes again`);
+    for (const participant of this.participantsById.values()) participant.stream = null;
+    this.setEveryoneConnectionState('new');
+    for (const participant of [...this.participantsById.values()].sort((a, b) => (a.id < b.id ? -1 : 1))) {
+      participant.polite = self > participant.id;
+      if (!participant.polite && !this.peersById.has(participant.id)) this.createPeer(participant, 'offerer');
+    }
+    this.emit('mode', { mode: 'mesh', previous, worker: null, moved: false });
+  }
+
+  private closeForwarded(): void {
+    const forwarded = this.forwarded;
+    this.forwarded = null;
+    forwarded?.close();
+  }
+
+  /** While forwarding, everyone's media state is the `down` connection's. */
+  private setEveryoneConnectionState(state: PeerConnectionState): void {
+    for (const participant of this.participantsById.values()) {
+      if (participant.connectionState === state) continue;
+      participant.connectionState = state;
+      this.emit('peer:state', { participantId: participant.id, state });
+    }
   }
 
   // ---- recording ----
@@ -692,10 +864,13 @@ export class Room extends Emitter<RoomEvents> {
       this.workers.add(state.worker);
       const same =
         previous !== null && previous.recording === state.recording && previous.worker === state.worker;
-      if (same && state.moved === previous.moved) return;
+      if (same && state.moved === previous.moved && state.upstream === previous.upstream) return;
       this._recording = { ...state };
       const upstream = this.upstream;
-      if (!upstream || upstream.closed || upstream.recording !== state.recording || upstream.worker !== state.worker) {
+      if (state.upstream === false) {
+        // The forwarding worker records what it receives from us already.
+        this.closeUpstream();
+      } else if (!upstream || upstream.closed || upstream.recording !== state.recording || upstream.worker !== state.worker) {
         this.openUpstream(state);
       }
     } else {
@@ -842,6 +1017,11 @@ export class Room extends Emitter<RoomEvents> {
     this.echo?.abort();
     this.echo = null;
     this.closeUpstream();
+    this.closeForwarded();
+    if (this._mode !== 'mesh') {
+      this._mode = 'mesh';
+      this.emit('mode', { mode: 'mesh', previous: 'forward', worker: null, moved: false });
+    }
     const recording = this._recording;
     this._recording = null;
     if (recording) this.emit('recording:state', { recording: null, previous: recording, state: null });

@@ -111,6 +111,10 @@ export interface JoinResult {
   iceServers: IceServer[];
   /** The room's running recording, or null (absent from nodes without recording). */
   recording?: ActiveRecording | null;
+  /** How the room's media flows now (absent from nodes without forwarding: `mesh`). */
+  mode?: RoomMode;
+  /** With `mode: forward`: the forwarding worker's hidden participant id. */
+  worker?: ParticipantId;
 }
 
 export interface LeaveRequest {
@@ -197,6 +201,28 @@ export interface MediaReleaseRequest {
   job: string;
 }
 
+// ---- forwarding (protocol.md, "Forwarding (group calls)") ----
+
+/**
+ * How a room's media flows: `mesh` (a peer connection per pair of
+ * participants) or `forward` (everyone publishes once to a media worker and
+ * receives the others from it).
+ */
+export type RoomMode = 'mesh' | 'forward';
+
+/** The `room:mode` room event. */
+export type RoomModeEvent =
+  | {
+      room: RoomName;
+      seq: number;
+      mode: 'forward';
+      /** The forwarding worker's hidden participant id. */
+      worker: ParticipantId;
+      /** The previous worker died and this one took over. */
+      moved?: boolean;
+    }
+  | { room: RoomName; seq: number; mode: 'mesh' };
+
 // ---- recording (protocol.md, "Recording") ----
 
 export interface RecordingRequest {
@@ -217,6 +243,11 @@ export interface ActiveRecording {
   startedAt: number;
   /** The media worker's hidden participant id: every participant sends its media there. */
   worker: ParticipantId;
+  /**
+   * False when the room's forwarding worker records what it already receives:
+   * then nobody opens an upstream connection (absent from older nodes: true).
+   */
+  upstream?: boolean;
   /** The first worker died and this one took over: reconnect to it. */
   moved?: boolean;
 }
@@ -526,6 +557,7 @@ export interface RoomEventMap {
   'participant:left': ParticipantLeftEvent;
   'participant:updated': ParticipantUpdatedEvent;
   'recording:state': RecordingStateEvent;
+  'room:mode': RoomModeEvent;
 }
 export type RoomEventName = keyof RoomEventMap;
 export const ROOM_EVENT_NAMES: readonly RoomEventName[] = [
@@ -533,6 +565,7 @@ export const ROOM_EVENT_NAMES: readonly RoomEventName[] = [
   'participant:left',
   'participant:updated',
   'recording:state',
+  'room:mode',
 ];
 
 export interface ServerEvents extends RoomEventMap {
@@ -551,6 +584,7 @@ export const SERVER_EVENT_NAMES: readonly ServerEventName[] = [
   'participant:left',
   'participant:updated',
   'recording:state',
+  'room:mode',
   'signal',
   'session',
   'server:draining',
