@@ -119,7 +119,7 @@ def area(size: list[int] | tuple[int, int]) -> int:
 
 
 async def test_recording_from_the_demo_with_a_size_change_mid_call(
-        node: Node, worker: MediaWorker, join: JoinPeer) -> None:
+        node: Node, worker: MediaWorker, join: JoinPeer, tmp_path: Path) -> None:
     bob = await join("bob")
     async with chromium() as browser:
         page = await open_demo(browser, node.url, room=ROOM, name="Alice",
@@ -176,9 +176,23 @@ async def test_recording_from_the_demo_with_a_size_change_mid_call(
         assert await page.evaluate("""(id) => window.mikotoDemo.peers()[id].getSenders()
             .find((s) => s.track && s.track.kind === 'video')
             .getParameters().encodings[0].scaleResolutionDownBy ?? 1""", bob.id) == 1
+
+        # The recordings panel lists it; its video downloads from there (and is checked
+        # below from the download); Delete removes the recording.
+        cat = catalog(directory)
+        row = f"#recordings-list li[data-recording={directory.name}][data-state=complete]"
+        await page.wait_for_selector(row, timeout=10_000)
+        video_name = tracks_by_user(cat)["alice"]["video"]["file"]
+        async with page.expect_download() as info:
+            await page.click(f"{row} a[download='{video_name}']")
+        downloaded = tmp_path / video_name
+        await (await info.value).save_as(downloaded)
+        assert downloaded.read_bytes() == (directory / video_name).read_bytes()
+        await page.click(f"{row} button.danger")
+        await page.wait_for_selector(row, state="detached", timeout=10_000)
+        assert not directory.exists()
         assert errors == []
 
-    cat = catalog(directory)
     assert cat["by"] == "alice" and cat["stoppedAt"] > cat["startedAt"]
     assert sorted(p["user"] for p in cat["participants"]) == ["alice", "bob"]
     mine = tracks_by_user(cat)
@@ -191,7 +205,7 @@ async def test_recording_from_the_demo_with_a_size_change_mid_call(
     assert len(set(sizes)) >= 2, sizes
     assert (before["frameWidth"], before["frameHeight"]) in sizes
     assert sizes[-1] == (after["frameWidth"], after["frameHeight"])
-    frames, span = decode_video(directory / video["file"])
+    frames, span = decode_video(downloaded)
     assert set(frames) == set(sizes), (set(frames), sizes)
     assert abs(span - video["duration"]) < 0.5, (span, video["duration"])
     assert video["duration"] > 4

@@ -14,11 +14,15 @@ import { FilePanel, findFileUi } from './files';
 import { openLocalMedia, openScreen, stopStream } from './media';
 import type { DemoParams } from './params';
 import { RecordingPanel, findRecordingUi } from './recording';
+import { RecordingsList, findRecordingsUi } from './recordings';
 import { TileGrid } from './tiles';
 import { MediaTimings } from './timings';
 import { fetchDevToken, readClaims, tabUserId } from './token';
 
 /** The page elements the demo drives; all looked up once. */
+/** How long after a recording starts or ends the recordings list reloads. */
+const RECORDINGS_RELOAD_MS = 2500;
+
 export interface Ui {
   form: HTMLFormElement;
   roomInput: HTMLInputElement;
@@ -136,6 +140,8 @@ export class DemoApp {
   readonly files: FilePanel;
   /** The recording indicator and the Start / Stop recording buttons. */
   readonly recording: RecordingPanel;
+  /** Recordings to download or delete (tokens with grant `record`). */
+  readonly recordings: RecordingsList;
   /** When media first showed up (test hooks). */
   readonly timings = new MediaTimings();
   /** The token the client last used (the `token` parameter, or the last dev token). */
@@ -161,6 +167,8 @@ export class DemoApp {
       onError: (err) => this.showError(err),
     });
     this.recording = new RecordingPanel(findRecordingUi(), this);
+    this.recordings = new RecordingsList(findRecordingsUi(), this, params.server);
+    void this.recordings.refresh().catch(() => undefined);
     ui.roomInput.value = params.room ?? '';
     ui.nameInput.value = params.name ?? sessionStorage.getItem(NAME_KEY) ?? '';
     ui.nameInput.placeholder = `Guest ${this.userId.slice(-4)}`;
@@ -190,6 +198,16 @@ export class DemoApp {
     this.setStatus('idle');
     this.setSocketStatus('idle');
     this.showCallState(null);
+  }
+
+  recordingChanged(): void {
+    // The worker finishes the catalog a moment after the end: reload after that.
+    setTimeout(() => void this.recordings.refresh().catch(() => undefined), RECORDINGS_RELOAD_MS);
+  }
+
+  /** The token in use (the `token` parameter, or the last dev token). */
+  get currentToken(): string | null {
+    return this.token;
   }
 
   /** Whether our token has grant `record` (decoded here only to show the buttons; the node enforces it). */

@@ -16,6 +16,7 @@ import {
 import type { DemoApp, DemoEvent } from './app';
 import type { EchoPanel, EchoPanelState } from './echo';
 import { pseudoRandomBytes, type FileRecord } from './files';
+import type { RecordingSummary } from './recordings';
 
 /** What `sendFile` sends: bytes, a blob, or `{random: size, seed}` pseudo-random bytes made in the page. */
 export type FileData = Uint8Array | ArrayBuffer | Blob | number[] | { random: number; seed?: number };
@@ -147,6 +148,8 @@ export interface MikotoDemo {
   stopRecording(): Promise<void>;
   /** The connection sending our media to the recording worker (null while not recorded). */
   recordingConnection(): RTCPeerConnection | null;
+  /** Reload and return the recordings list (`/api/recordings`; [] without grant `record`). */
+  refreshRecordings(): Promise<RecordingSummary[]>;
   /** Its `outbound-rtp` counters; null while not recorded. */
   recordingStats(): Promise<UpstreamStats | null>;
 }
@@ -298,6 +301,7 @@ export function installHooks(app: DemoApp, echo: EchoPanel): MikotoDemo {
     startRecording: () => app.recording.start(),
     stopRecording: () => app.recording.stop(),
     recordingConnection: () => app.room?.recordingConnection ?? null,
+    refreshRecordings: () => app.recordings.refresh(),
     recordingStats: async () => {
       const pc = app.room?.recordingConnection;
       return pc ? upstreamStats(pc) : null;

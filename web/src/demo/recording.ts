@@ -31,6 +31,8 @@ export interface RecordingHost {
   showError(err: unknown): void;
   showNotice(text: string | null): void;
   log(type: string, detail: unknown): void;
+  /** A recording of the room started or ended (the recordings list reloads). */
+  recordingChanged(): void;
 }
 
 const END_TEXT: Record<string, string> = {
@@ -116,6 +118,7 @@ export class RecordingPanel {
 
   private onState(recording: Readonly<ActiveRecording> | null, state: Readonly<RecordingInfo> | null): void {
     this.host.log('recording:state', state ?? { recording: null, active: false, reason: 'left' });
+    if (state) this.host.recordingChanged();
     if (state && !state.active) {
       const by = state.by ? ` by ${this.nameOf(state.by)}` : '';
       const error = state.error ? ` (${state.error.code})` : '';
