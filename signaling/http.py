@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -24,7 +25,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def dev_token(request: web.Request) -> web.Response:
-    """Mint a participant token; only routed in dev mode."""
+    """Mint a participant token; only routed in dev mode. It may also record, so the
+    demo can try recording without minting tokens by hand."""
     config = request.app[CONFIG]
     assert config.secret is not None
     try:
@@ -35,7 +37,8 @@ async def dev_token(request: web.Request) -> web.Response:
     except BadRequest as exc:
         return _bad(exc.message)
     token = issue_token(
-        config.secret, user, name=name, grants=room_grants(rooms), ttl=config.token_ttl
+        config.secret, user, name=name,
+        grants=dataclasses.replace(room_grants(rooms), record=True), ttl=config.token_ttl
     )
     return web.json_response({"token": token})
 

@@ -218,8 +218,9 @@ async def test_a_page_joining_a_recorded_room_shows_it_and_is_recorded(
     started = await alice._client.start_recording(ROOM)
     directory = node.config.recordings_dir / started["recording"]
     async with chromium() as browser:
-        # A dev token: no grant `record`, so no buttons; the indicator all the same.
-        page = await open_demo(browser, node.url, room=ROOM, name="Carol", user="carol")
+        # A token without grant `record`: no buttons; the indicator all the same.
+        page = await open_demo(browser, node.url, room=ROOM, name="Carol",
+                               token=node.token("carol"))
         errors = watch_page_errors(page)
         # The recording started before we joined: only the join ack can have told the page.
         await page.wait_for_selector(BADGE, state="visible", timeout=10_000)

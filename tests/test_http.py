@@ -34,6 +34,7 @@ async def test_dev_token_mints_a_token_the_node_accepts(node: Node) -> None:
     who = verify_token(TEST_SECRET, body["token"])
     assert (who.user, who.name, who.grants.rooms) == ("u1", "Ann", ("lobby",))
     assert who.grants.publish and who.grants.subscribe and not who.grants.admin
+    assert who.grants.record  # dev mode: the demo can try recording
     client = await node.client(token=body["token"])
     assert (await client.join("lobby")).user == "u1"
 
