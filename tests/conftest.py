@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -88,18 +89,10 @@ StartWorker = Callable[..., Awaitable[Any]]
 async def start_worker(node: Node) -> AsyncIterator[StartWorker]:
     """Start in-process media workers against `node` (`await start_worker(name, **options)`,
     recording into the node's recordings_dir); all closed after the test."""
-    from media.worker import MediaWorker  # only the media tests pay for importing aiortc
+    from .media_fixtures import media_worker  # only the media tests pay for importing aiortc
 
-    workers: list[MediaWorker] = []
+    async with contextlib.AsyncExitStack() as stack:
+        async def start(name: str = "worker", **options: Any) -> Any:
+            return await stack.enter_async_context(media_worker(node, name, **options))
 
-    async def start(name: str = "worker", **options: Any) -> MediaWorker:
-        options.setdefault("recordings_dir", node.config.recordings_dir)
-        worker = MediaWorker(node.url, node.token(f"{name}-{len(workers)}", service=True),
-                             **options)
-        workers.append(worker)
-        await worker.start()
-        return worker
-
-    yield start
-    for worker in workers:
-        await worker.close()
+        yield start

@@ -4,8 +4,12 @@ and bare aiortc peer connections wired in-process."""
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
@@ -13,6 +17,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from media import HeadlessPeer, SyntheticMedia
 from media.taskutil import cancel_and_wait
+from media.worker import MediaWorker
 
 from .conftest import Node
 
@@ -112,3 +117,40 @@ class Reader:
 
     async def close(self) -> None:
         await cancel_and_wait(self.task)
+
+
+@asynccontextmanager
+async def media_worker(node: Node, name: str = "worker",
+                       **options: Any) -> AsyncIterator[MediaWorker]:
+    """An in-process MediaWorker for `node` (recording into its recordings_dir), closed on exit."""
+    options.setdefault("recordings_dir", node.config.recordings_dir)
+    worker = MediaWorker(node.url, node.token(name, service=True), **options)
+    await worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.close()
+
+
+async def record_then_kill(directory: Path, *args: str) -> dict[str, Any]:
+    """Run tests.recording_child (a live call recorded to `directory`), SIGKILL it once
+    both files hold 3 s, and return its last progress report."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.recording_child", str(directory), "--limit", "60", *args,
+        cwd=Path(__file__).parent.parent, stdout=asyncio.subprocess.PIPE)
+    assert child.stdout is not None
+    written: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(30):
+            while not (len(written) == 2 and all(p["duration"] >= 3 for p in written.values())):
+                line = await child.stdout.readline()
+                assert line, f"the recording process exited early: {child.returncode}"
+                written = json.loads(line)
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    assert child.returncode == -signal.SIGKILL
+    return written

@@ -5,8 +5,7 @@ forwarding worker and receiving each other from it (docs/protocol.md, "Forwardin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection
-from contextlib import asynccontextmanager
+from collections.abc import Collection
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from signaling.ids import ParticipantId
 
 from .browser import chromium, open_demo, peer_stats, wait_decoding
 from .conftest import Node, NodeFactory
-from .media_fixtures import eventually, peer_joiner
+from .media_fixtures import eventually, media_worker, peer_joiner
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
@@ -27,17 +26,6 @@ MEDIA = SyntheticMedia(320, 240, fps=15)
 # The demo's camera parameters: small, for several pages on two cores.
 SMALL = {"width": 320, "height": 240, "fps": 15}
 FORWARDING = "#room-mode[data-mode=forward]"
-
-
-@asynccontextmanager
-async def forwarder(node: Node) -> AsyncIterator[MediaWorker]:
-    worker = MediaWorker(node.url, node.token("forwarder", service=True),
-                         recordings_dir=node.config.recordings_dir)
-    await worker.start()
-    try:
-        yield worker
-    finally:
-        await worker.close()
 
 
 def forward_job(worker: MediaWorker) -> ForwardJob:
@@ -107,7 +95,7 @@ async def test_chromium_and_aiortc_subscribers_receive_a_chromium_publisher_forw
         make_node: NodeFactory) -> None:
     node = await make_node(mesh_max_participants=2)
     room = "forwarded"
-    async with (forwarder(node) as worker, chromium() as browser,
+    async with (media_worker(node, "forwarder") as worker, chromium() as browser,
                 peer_joiner(node, media=MEDIA, room=room) as join):
         publisher = await open_demo(browser, node.url, room=room, name="Pub",
                                     token=node.token("pub", record=True), **SMALL)
@@ -176,7 +164,7 @@ async def test_a_six_person_call_through_a_worker_and_a_leave_renegotiates(node:
     """Three Chromium pages and three aiortc peers, the default mesh limit (4): a mesh
     until the fifth join, then forwarded; everyone decodes everyone; one page leaves."""
     room = "six"
-    async with (forwarder(node) as worker, chromium() as browser,
+    async with (media_worker(node, "forwarder") as worker, chromium() as browser,
                 peer_joiner(node, media=MEDIA, room=room) as join):
         pages = [await open_demo(browser, node.url, room=room, name=f"Page {i}", **SMALL)
                  for i in (1, 2)]
@@ -242,7 +230,7 @@ async def test_losing_the_worker_meshes_the_pages_again(make_node: NodeFactory) 
     participant whose id sorts first offering (Chromium with Chromium, and with aiortc)."""
     node = await make_node(mesh_max_participants=2)
     room = "fallback"
-    async with (forwarder(node) as worker, chromium() as browser,
+    async with (media_worker(node, "forwarder") as worker, chromium() as browser,
                 peer_joiner(node, media=MEDIA, room=room) as join):
         pages = [await open_demo(browser, node.url, room=room, name=f"Page {i}", **SMALL)
                  for i in (1, 2)]

@@ -7,7 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import av
 import pytest
@@ -17,7 +17,7 @@ from media import HeadlessPeer, SyntheticMedia
 from media.worker import MediaWorker
 
 from .browser import chromium, open_demo, wait_decoding
-from .conftest import Node
+from .conftest import Node, StartWorker
 from .media_fixtures import JoinPeer, eventually, peer_joiner
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
@@ -28,14 +28,8 @@ BADGE = "#recording[data-state=recording]"
 
 
 @pytest.fixture
-async def worker(node: Node) -> AsyncIterator[MediaWorker]:
-    worker = MediaWorker(node.url, node.token("recorder", service=True),
-                         recordings_dir=node.config.recordings_dir)
-    await worker.start()
-    try:
-        yield worker
-    finally:
-        await worker.close()
+async def worker(start_worker: StartWorker) -> MediaWorker:
+    return cast(MediaWorker, await start_worker("recorder"))
 
 
 @pytest.fixture

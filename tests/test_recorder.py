@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-import json
 import shutil
-import signal
 import statistics
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,7 +30,15 @@ from media.passthrough import (
 from media.recorder import DEFAULT_CLUSTER_DURATION, TrackRecorder, opus_head
 from media.tracks import SineAudioTrack, SyntheticVideoTrack, read_frame_index
 
-from .media_fixtures import PcFactory, Reader, connect, eventually, peer_connections, receiver_of
+from .media_fixtures import (
+    PcFactory,
+    Reader,
+    connect,
+    eventually,
+    peer_connections,
+    receiver_of,
+    record_then_kill,
+)
 from .recording_child import VIDEO_FPS as CHILD_FPS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -355,24 +360,7 @@ async def test_forwards_and_records_opus_without_decoding(
 
 @pytest.mark.media
 async def test_files_are_readable_after_the_worker_is_killed(tmp_path: Path) -> None:
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.recording_child", str(tmp_path), "--limit", "60",
-        cwd=REPO, stdout=asyncio.subprocess.PIPE)
-    assert child.stdout is not None
-    written: dict[str, Any] = {}
-    try:
-        async with asyncio.timeout(30):
-            while not (len(written) == 2 and all(p["duration"] >= 3 for p in written.values())):
-                line = await child.stdout.readline()
-                assert line, f"the recording process exited early: {child.returncode}"
-                written = json.loads(line)
-        child.send_signal(signal.SIGKILL)
-        await child.wait()
-    finally:
-        if child.returncode is None:
-            child.kill()
-            await child.wait()
-    assert child.returncode == -signal.SIGKILL
+    written = await record_then_kill(tmp_path)
 
     frames = decode_video(tmp_path / "video.webm")
     sounds = decode_audio(tmp_path / "audio.webm")

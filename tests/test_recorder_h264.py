@@ -3,12 +3,8 @@ real aiortc peer connections (aiortc encodes H.264 with libx264)."""
 
 from __future__ import annotations
 
-import asyncio
 import fractions
-import json
 import shutil
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -38,7 +34,14 @@ from media.recorder import DEFAULT_CLUSTER_DURATION, TrackRecorder, extension_fo
 from media.recording import _Track
 from media.tracks import SyntheticVideoTrack, read_frame_index
 
-from .media_fixtures import PcFactory, Reader, eventually, peer_connections, receiver_of
+from .media_fixtures import (
+    PcFactory,
+    Reader,
+    eventually,
+    peer_connections,
+    receiver_of,
+    record_then_kill,
+)
 from .recording_child import VIDEO_FPS as CHILD_FPS
 from .recording_child import connect_with_codec
 
@@ -378,24 +381,7 @@ async def test_h264_recording_survives_a_resolution_change(make_pc: PcFactory,
 
 @pytest.mark.media
 async def test_h264_file_is_readable_after_the_worker_is_killed(tmp_path: Path) -> None:
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.recording_child", str(tmp_path), "--limit", "60",
-        "--codec", "h264", cwd=REPO, stdout=asyncio.subprocess.PIPE)
-    assert child.stdout is not None
-    written: dict[str, Any] = {}
-    try:
-        async with asyncio.timeout(30):
-            while not (len(written) == 2 and all(p["duration"] >= 3 for p in written.values())):
-                line = await child.stdout.readline()
-                assert line, f"the recording process exited early: {child.returncode}"
-                written = json.loads(line)
-        child.send_signal(signal.SIGKILL)
-        await child.wait()
-    finally:
-        if child.returncode is None:
-            child.kill()
-            await child.wait()
-    assert child.returncode == -signal.SIGKILL
+    written = await record_then_kill(tmp_path, "--codec", "h264")
 
     video = written["video"]
     assert (video["file"], video["codec"]) == ("video.mkv", "h264")
