@@ -105,8 +105,10 @@ async def test_a_two_party_call_is_recorded_track_by_track(node: Node, worker: M
         assert set(mine) == {"audio", "video"} and all(t["complete"] for t in mine.values())
         frames, span, kind = decode(directory / mine["video"]["file"])
         assert kind == "video"
-        # Within 5% of what the peer's upstream connection sent, over the same time.
+        # Within 5% of what the peer's upstream connection sent, over the same time,
+        # and as long as the call sent media to the recorder.
         assert any(abs(frames - n) <= 0.05 * n for n in video_sent), (frames, video_sent)
+        assert any(abs(span - n / FPS) < 0.5 for n in video_sent), (span, video_sent)
         assert abs(span - mine["video"]["duration"]) < 0.5
         audio_frames, audio_span, kind = decode(directory / mine["audio"]["file"])
         assert kind == "audio" and audio_frames > 100
