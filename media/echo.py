@@ -3,8 +3,9 @@
 The worker answers the client's offer and, for each track it receives, sends the
 same encoded packets back on that transceiver (media.passthrough: no decoding, no
 re-encoding, keyframe requests relayed to the client). A `_Tap` beside the echo
-counts frames, bytes, keyframes and picture size; after `duration` seconds of media
-the job turns the counts and aiortc's RTP statistics into a report (media.report).
+counts frames, bytes, keyframes and picture size (from VP8 or H.264 keyframes);
+after `duration` seconds of media the job turns the counts and aiortc's RTP
+statistics into a report (media.report).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .passthrough import (
     PassthroughTrack,
     enable_passthrough,
     relay_keyframe_requests,
-    vp8_frame_size,
+    video_frame_size,
 )
 from .report import ConnectionObservation, EchoObservation, StreamObservation, report
 from .taskutil import cancel_and_wait
@@ -48,6 +49,7 @@ class _Tap:
 
     def __init__(self, handle: PassthroughReceiver) -> None:
         self.kind = handle.kind
+        self._handle = handle
         self.frames = 0
         self.bytes = 0
         self.keyframes = 0
@@ -66,7 +68,8 @@ class _Tap:
             self.bytes += packet.size
             if self.kind == "video" and packet.is_keyframe:
                 self.keyframes += 1
-                self.size = vp8_frame_size(bytes(packet)) or self.size
+                codec = self._handle.codec or "video/vp8"
+                self.size = video_frame_size(codec, bytes(packet)) or self.size
 
     def snapshot(self) -> tuple[int, int, int]:
         return self.frames, self.bytes, self.keyframes
