@@ -51,7 +51,7 @@ _CONNECT_BACKOFF = (0.2, 5.0)  # first and largest delay between connect attempt
 class MediaWorker:
     """Owns one SignalingClient and every job it runs."""
 
-    def __init__(self, url: str, token: str | Callable[[], str], *, capacity: int = 32,
+    def __init__(self, url: str, token: str | Callable[[], str], *, capacity: int = 200,
                  recordings_dir: Path = Path("recordings"), relay_only: bool = False) -> None:
         check_aiortc_version()  # refuse to start on an aiortc the passthrough hook doesn't know
         self.capacity = capacity

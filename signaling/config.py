@@ -61,8 +61,9 @@ class Config:
     file_dir: Path = Path(tempfile.gettempdir()) / "mikoto-rtc-files"
     # Media workers `serve` starts beside the node (0: run them yourself).
     media_workers: int = 1
-    # Load units (media streams) one worker takes before it counts as full.
-    worker_capacity: int = 32
+    # Load units one worker takes before it counts as full: media tracks it receives or
+    # sends (bench/media.py: one core passes through several hundred).
+    worker_capacity: int = 200
     # Where a media worker connects, and its service token (media-worker command).
     worker_url: str | None = None
     worker_token: str | None = field(default=None, repr=False)

@@ -18,7 +18,7 @@ import socketio
 
 from .config import Config
 from .edge import Ack, SignalingEdge
-from .errors import Forbidden, NotFound, Unavailable
+from .errors import Conflict, Forbidden, NotFound, Unavailable
 from .ids import ParticipantId, SessionId
 from .protocol import (
     ClientEvent,
@@ -105,6 +105,9 @@ class MediaEdge:
         handler = self._request_handlers.get(req.kind)
         if handler is not None:
             return await handler(session, me)
+        if any(job.kind is req.kind for job in self._workers.jobs_of(me.id)):
+            # One at a time: each one holds a connection and media on a worker.
+            raise Conflict(f"a {req.kind.value} job of yours is running in {req.room!r}")
         duration = req.duration if req.duration is not None else self._config.echo_duration
         job = await self.start_job(req.kind, session, me, {"duration": duration})
         return ok(job=job.id, kind=job.kind.value, worker=job.worker_participant)

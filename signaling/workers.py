@@ -77,11 +77,15 @@ class WorkerRegistry:
         worker.load, worker.unreported = load, 0
 
     def candidates(self, kind: MediaKind) -> list[Worker]:
-        """Workers that do `kind`, least loaded first; Unavailable when there is none."""
+        """Workers that do `kind` and have room for more, least loaded first;
+        Unavailable when there is none (an overloaded worker degrades every call on it)."""
         able = [w for w in self._workers.values() if kind in w.kinds]
         if not able:
             raise Unavailable(f"no media worker can do {kind.value} now")
-        return sorted(able, key=Worker.score)
+        free = [w for w in able if w.score() < 1]
+        if not free:
+            raise Unavailable(f"every media worker that can do {kind.value} is at capacity")
+        return sorted(free, key=Worker.score)
 
     def start(self, worker: Worker, kind: MediaKind, room: RoomId, requester: SessionId,
               participant: ParticipantId) -> Job:

@@ -158,3 +158,27 @@ async def test_bad_media_payloads_get_coded_acks(node: Node, start_worker: Start
             await client.request("media:release", payload)
         assert err.value.code in ("bad_request", "not_found")
     await asyncio.sleep(0)
+
+
+async def test_one_echo_at_a_time_and_no_job_for_a_full_worker(start_worker: StartWorker,
+                                                               join: JoinPeer) -> None:
+    await start_worker(capacity=2)  # one echo test (an audio and a video stream)
+    alice, bob = await join("alice"), await join("bob")
+    job = await alice._client.request_media("echo-room", "echo", duration=30)
+    with pytest.raises(RequestError) as err:
+        await alice._client.request_media("echo-room", "echo", duration=30)
+    assert err.value.code == "conflict"
+    await eventually(lambda: bob._client.connected)
+    with pytest.raises(RequestError) as err:
+        await bob._client.request_media("echo-room", "echo", duration=30)
+    assert err.value.code == "unavailable" and "capacity" in err.value.message
+    await alice._client.release_media(job.job)
+    # Free again once the worker has reported its load after the release.
+    async with asyncio.timeout(5):
+        while True:
+            try:
+                assert (await bob._client.request_media("echo-room", "echo")).kind == "echo"
+                break
+            except RequestError as exc:
+                assert exc.code == "unavailable"
+            await asyncio.sleep(0.05)
