@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 KINDS = ("echo", "record", "forward")
 Job = EchoJob | RecordJob | ForwardJob
 _CONNECT_BACKOFF = (0.2, 5.0)  # first and largest delay between connect attempts
+LOAD_REPORT_INTERVAL = 1.0  # seconds between checks for a changed load
 
 
 class MediaWorker:
@@ -67,6 +68,7 @@ class MediaWorker:
         # Who is in each of those rooms (for recordings' catalogs).
         self._rosters: dict[RoomId, dict[ParticipantId, ParticipantInfo]] = {}
         self._registered = asyncio.Event()
+        self._reported_load = 0
         self._entering = asyncio.Lock()  # one join per room, however many jobs arrive at once
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -93,6 +95,7 @@ class MediaWorker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, longest)
         await self._register()
+        self._spawn(self._watch_load())
 
     async def wait_registered(self) -> None:
         await self._registered.wait()
@@ -169,10 +172,20 @@ class MediaWorker:
             log.info("report for job %s not delivered: %s", job_id, exc)
 
     async def _report_load(self) -> None:
+        load = self.load
         try:
-            await self._client.request("worker:load", {"load": self.load})
+            await self._client.request("worker:load", {"load": load})
+            self._reported_load = load
         except RequestError as exc:
             log.info("load report failed: %s", exc)
+
+    async def _watch_load(self) -> None:
+        """Report load that changed within a job (tracks of a recording or forwarding
+        coming and going), not only when jobs start and end."""
+        while not self._closing:
+            await asyncio.sleep(LOAD_REPORT_INTERVAL)
+            if self.load != self._reported_load and self._client.connected:
+                await self._report_load()
 
     # -- events --------------------------------------------------------------------------
 

@@ -12,7 +12,9 @@ import pytest
 from media import HeadlessPeer, SyntheticMedia
 from media.forward import ForwardJob
 from media.worker import MediaWorker
+from signaling.app import WORKERS
 from signaling.client import RequestError, RoomModeChanged
+from signaling.ids import SessionId
 
 from .conftest import Node, NodeFactory, StartWorker
 from .helpers import EventLog
@@ -58,6 +60,10 @@ async def test_a_room_above_the_mesh_limit_forwards_through_the_worker(
             assert peer.forwarded is not None and not peer.links  # no mesh links left
         # One upload each: the worker receives 3 x (audio + video) and sends 6 x 2.
         assert forward_job(worker).load == 6 + 12
+        # ...and the node knows it, though no job started or ended since the first join.
+        registry = node.server.app[WORKERS]
+        session = SessionId(str(worker._client.session))
+        await eventually(lambda: registry.worker(session).load == 18, timeout=5)
         # A late subscriber sees every publisher's video within a second of connecting.
         dave = await join("dave")
         assert dave.forwarded is not None
