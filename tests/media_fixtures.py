@@ -14,8 +14,10 @@ from typing import Any
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
 
-from media import HeadlessPeer, SyntheticMedia
+from media import HeadlessPeer, SyntheticMedia, read_frame_index
+from media.recorder import TrackRecorder
 from media.taskutil import cancel_and_wait
 from media.worker import MediaWorker
 
@@ -154,3 +156,16 @@ async def record_then_kill(directory: Path, *args: str) -> dict[str, Any]:
             await child.wait()
     assert child.returncode == -signal.SIGKILL
     return written
+
+
+def check_size_change(frames: list[VideoFrame], recorder: TrackRecorder, resized_at: int) -> None:
+    """A recording of a SyntheticVideoTrack resized from 320x240 to 160x120 at frame
+    `resized_at`: every frame decoded, in order, each at its size, the switch in place."""
+    sizes = [(f.width, f.height) for f in frames]
+    indices = [read_frame_index(f) for f in frames]
+    assert recorder.sizes == [(320, 240), (160, 120)] and recorder.keyframes >= 2
+    switch = sizes.index((160, 120))
+    assert sizes == [(320, 240)] * switch + [(160, 120)] * (len(sizes) - switch)
+    assert switch >= 15 and len(sizes) - switch >= 14
+    assert len(frames) >= 0.95 * recorder.packets
+    assert indices == sorted(indices) and abs(indices[switch] - resized_at) <= 1
