@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from aiortc import (
@@ -35,7 +35,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from signaling.client import ParticipantInfo, SignalReceived
+from signaling.client import SignalReceived
 from signaling.ids import ParticipantId, RoomId
 
 from .ice import parse_candidate
@@ -201,12 +201,11 @@ class ForwardJob:
     """Forwards a room's media; `close()` (idempotent) ends every connection."""
 
     def __init__(self, job: str, room: RoomId, *, configuration: RTCConfiguration,
-                 sender: Sender, roster: Mapping[ParticipantId, ParticipantInfo]) -> None:
+                 sender: Sender) -> None:
         self.id = job
         self.room = room
         self._configuration = configuration
         self._sender = sender
-        self._roster = roster
         self._ups: dict[ParticipantId, PeerLink] = {}
         self._downs: dict[ParticipantId, _Downstream] = {}
         self._published: dict[ParticipantId, dict[str, PassthroughReceiver]] = {}

@@ -97,9 +97,6 @@ class MediaWorker:
         await self._register()
         self._spawn(self._watch_load())
 
-    async def wait_registered(self) -> None:
-        await self._registered.wait()
-
     async def close(self) -> None:
         self._closing = True
         for task in list(self._tasks):
@@ -130,8 +127,7 @@ class MediaWorker:
                           send_report=lambda r: self._report(job_id, r), on_done=self._job_done)
         elif kind == "forward":
             job = ForwardJob(job_id, room, configuration=configuration,
-                             sender=lambda to, pc: self._sender(room, to, pc),
-                             roster=self._rosters.setdefault(room, {}))
+                             sender=lambda to, pc: self._sender(room, to, pc))
         else:
             source = self._jobs.get(str(data.get("tap")))
             job = RecordJob(job_id, str(data["recording"]), room, directory=self.recordings_dir,

@@ -40,9 +40,6 @@ class ForwardEdge:
         media.on_job_lost(MediaKind.FORWARD, self._worker_lost)
         media.on_request(MediaKind.FORWARD, self._requested)
 
-    def mode(self, room: RoomId) -> RoomMode:
-        return RoomMode.FORWARD if room in self._forwarded else RoomMode.MESH
-
     def job(self, room: RoomId) -> Job | None:
         """The room's forward job, if it forwards."""
         forwarded = self._forwarded.get(room)

@@ -112,7 +112,7 @@ class RecordingEdge:
         self._active.pop(rec.room, None)
         if rec.job is not None:
             try:
-                await self._media.end_job(self._media_job(rec.job), MediaEndReason.RELEASED)
+                await self._media.end_job(self._media.job(rec.job), MediaEndReason.RELEASED)
             except NotFound:
                 pass  # its worker is gone already
         state: dict[str, Any] = {"recording": rec.id, "active": False, "by": by,
@@ -122,9 +122,6 @@ class RecordingEdge:
             state["error"] = error
         log.info("recording %s of %s ended: %s", rec.id, rec.room, reason)
         return await self._announce(rec, state)
-
-    def _media_job(self, job_id: str) -> Job:
-        return self._media.job(job_id)
 
     async def _announce(self, rec: Recording, state: dict[str, Any]) -> int:
         if self._edge.rooms.room(rec.room) is None:

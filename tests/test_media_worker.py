@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from media import SyntheticMedia
+from signaling.app import WORKERS
 from signaling.client import MediaEnded, RequestError
 
 from .conftest import Node, StartWorker
@@ -111,7 +112,7 @@ async def test_jobs_go_to_the_least_loaded_worker(start_worker: StartWorker,
     assert (len(one.jobs), len(two.jobs)) == (1, 1)
 
 
-async def test_a_worker_that_goes_fails_its_jobs(start_worker: StartWorker,
+async def test_a_worker_that_goes_fails_its_jobs(node: Node, start_worker: StartWorker,
                                                  join: JoinPeer) -> None:
     worker = await start_worker()
     alice = await join("alice")
@@ -122,9 +123,9 @@ async def test_a_worker_that_goes_fails_its_jobs(start_worker: StartWorker,
     await eventually(lambda: bool(ended), timeout=10)
     assert ended[0].job == job.job and ended[0].reason == "worker_lost"
     assert ended[0].error is not None and ended[0].error["code"] == "unavailable"
-    # The worker comes back with a new session and takes work again.
-    await eventually(lambda: worker._client.connected and not worker.jobs, timeout=10)
-    await eventually(lambda: worker._registered.is_set(), timeout=5)
+    # The worker comes back with a new session, registers again and takes work again.
+    registry = node.server.app[WORKERS]
+    await eventually(lambda: len(registry) == 1 and not worker.jobs, timeout=10)
     result = await alice.echo_test(duration=1)
     assert result.report is not None and result.report["verdict"] != "failed"
 
