@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator
 
 import socketio
@@ -11,19 +12,24 @@ from aiohttp import web
 from .config import Config
 from .edge import SignalingEdge
 from .filerelay import FileRelay
-from .files import FileService
 from .forward_edge import ForwardEdge
+from .heartbeat import NODE, Heartbeat
 from .http import CONFIG, add_routes
 from .media_edge import MediaEdge
+from .memstore import MemoryStore
 from .push import LogPush, PushHook, WebhookPush
 from .recording_edge import RecordingEdge
 from .recordings import RecordingStore
+from .redisstore import RedisStore
 from .rooms import RoomService
+from .store import Store
 from .workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
 ROOMS = web.AppKey("rooms", RoomService)
+STORE = web.AppKey("store", Store)
+HEARTBEAT = web.AppKey("heartbeat", Heartbeat)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 EDGE = web.AppKey("edge", SignalingEdge)
 RELAY = web.AppKey("relay", FileRelay)
@@ -39,9 +45,20 @@ def create_app(config: Config) -> web.Application:
     config = config.with_runtime_secret()
     assert config.secret is not None
     app = web.Application()
-    rooms = RoomService(config.room_max_participants, config.room_log_size)
+    node = "N" + secrets.token_hex(6)
+    store: Store
+    manager: socketio.AsyncManager | None = None
+    if config.redis_url:
+        store = RedisStore(config.redis_url, config.redis_prefix, config.room_log_size,
+                           config.room_log_age)
+        manager = socketio.AsyncRedisManager(config.redis_url,
+                                             channel=config.redis_prefix + ":socketio")
+        app[HEARTBEAT] = Heartbeat(store, node, config.node_heartbeat, config.node_timeout)
+    else:
+        store = MemoryStore(config.room_log_size, config.room_log_age)
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
+        client_manager=manager,
         cors_allowed_origins=list(config.cors_origins) or None,
         max_http_buffer_size=config.max_sdp_bytes + PACKET_OVERHEAD,
         ping_interval=config.ping_interval,
@@ -51,11 +68,12 @@ def create_app(config: Config) -> web.Application:
                       if config.push_url and config.push_secret else LogPush())
     sio.attach(app)
     app[CONFIG] = config
-    app[ROOMS] = rooms
+    app[STORE] = store
     app[SIO] = sio
-    files = FileService(config.file_max_bytes, keep=config.file_ttl)
-    edge = app[EDGE] = SignalingEdge(sio, config, rooms, push, files)
-    workers = app[WORKERS] = WorkerRegistry()
+    edge = app[EDGE] = SignalingEdge(sio, config, store, node, push)
+    app[ROOMS] = edge.rooms
+    store.on_timer(NODE, edge.node_lost)
+    workers = app[WORKERS] = WorkerRegistry(store)
     media = MediaEdge(edge, workers, config)
     forwarding = ForwardEdge(edge, media, config.mesh_max_participants)
     recordings = app[RECORDINGS] = RecordingEdge(edge, media,
@@ -63,7 +81,7 @@ def create_app(config: Config) -> web.Application:
                                                  config.secret, forwarding)
     recordings.add_routes(app)
     relay = app[RELAY] = FileRelay(config.file_dir, config.file_relay_max_bytes,
-                                   config.file_ttl, config.secret, files, edge.file_changed)
+                                   config.file_ttl, config.secret, edge.files, edge.file_changed)
     relay.add_routes(app)
     add_routes(app, config)
     app.cleanup_ctx.append(_lifecycle)
@@ -79,9 +97,18 @@ async def _drain(app: web.Application) -> None:
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    log.info("signaling node up (env=%s)", config.env)
+    store = app[STORE]
+    await store.start()
+    heartbeat = app.get(HEARTBEAT)
+    if heartbeat is not None:
+        await heartbeat.start()
+    log.info("signaling node %s up (env=%s, store=%s)", app[EDGE].sessions.node, config.env,
+             "redis" if config.redis_url else "memory")
     if config.dev:
         log.warning("DEV MODE: ephemeral or development secret, /api/dev/token enabled")
     yield
     await app[EDGE].aclose()
+    if heartbeat is not None:
+        await heartbeat.aclose()
     await app[SIO].shutdown()
+    await store.aclose()

@@ -72,6 +72,16 @@ class Config:
     mesh_max_participants: int = 4
     # Where media workers write recordings and the node serves them from (shared by both).
     recordings_dir: Path = Path("recordings")
+    # Several nodes: the Redis they share state through (None: one node, state in memory).
+    redis_url: str | None = None
+    # Prefix of every key and channel, so clusters can share one Redis.
+    redis_prefix: str = "mikoto"
+    # Room logs (for replay after a resume) keep at most room_log_size events this long.
+    room_log_age: float = 600.0
+    # Each node refreshes its heartbeat this often; one silent for node_timeout is dead
+    # and its sessions are treated as disconnected.
+    node_heartbeat: float = 1.0
+    node_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -82,7 +92,7 @@ class Config:
                      "ping_interval", "ping_timeout", "room_log_size", "dedup_window",
                      "call_ring_timeout", "call_max_callees", "file_max_bytes",
                      "file_relay_max_bytes", "file_ttl", "worker_capacity", "echo_duration",
-                     "mesh_max_participants"):
+                     "mesh_max_participants", "room_log_age", "node_heartbeat", "node_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.turn_urls and not self.turn_secret:
@@ -93,6 +103,10 @@ class Config:
             raise ConfigError("drain_timeout must not be negative")
         if self.push_url and not self.push_secret:
             raise ConfigError("push_url is set but push_secret is not")
+        if self.redis_url and self.secret is None:
+            raise ConfigError("redis_url is set but secret is not: nodes must share one secret")
+        if self.node_timeout <= self.node_heartbeat:
+            raise ConfigError("node_timeout must be longer than node_heartbeat")
         if self.env is Env.PRODUCTION:
             self._check_production()
 

@@ -4,9 +4,11 @@ Nothing here decides anything: rules live in `rooms`, `sessions` and `calls`,
 payload shapes in `protocol`. Each handler turns an RtcError into a coded ack
 and a log line, so a client's bad input never reaches another client.
 
-Ordering: every room mutation assigns its seq synchronously and is emitted right
-away; python-socketio queues a broadcast's packets before its first suspension
-point, so delivery follows seq order (tests/test_signaling.py checks it).
+Room events are not emitted here: the store hands every committed one to the
+`Fanout`, on every node, which sends each connection its rooms' events once and in
+seq order (tests/test_signaling.py and tests/test_cluster.py check it). Everything
+else goes to a session's current connection, on whichever node holds it, through
+python-socketio's client manager (`AsyncRedisManager` when there are several nodes).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .calls import CallService, Notice
 from .coalesce import Coalescer
 from .config import Config
 from .errors import BadRequest, ErrorCode, Forbidden, NotFound, RtcError, Unavailable
+from .fanout import Fanout
 from .files import FileService, Transfer
 from .ice import ice_servers
 from .ids import ConnectionId, ParticipantId, RoomId, SessionId
@@ -53,7 +56,8 @@ from .protocol import (
 )
 from .push import PushHook
 from .rooms import Participant, RoomEvent, RoomService
-from .sessions import Session, SessionService
+from .sessions import Session, SessionService, node_key
+from .store import Store, Tx
 
 log = logging.getLogger(__name__)
 
@@ -65,41 +69,49 @@ LeftListener = Callable[[Participant, LeaveReason], Awaitable[None]]
 JoinedListener = Callable[[Session, Participant], Awaitable[None]]
 # Told of every session that is over, after it left its rooms.
 EndedListener = Callable[[Session], Awaitable[None]]
+# Adds fields to every join ack: the room's state kept elsewhere.
+JoinFields = Callable[[RoomId], Awaitable[Ack]]
 REASON = socketio.AsyncServer.reason
 FILE_STATE_INTERVAL = 0.1  # at most 10 file:state per second per transfer
 
 
-def _channel(room: RoomId) -> str:
-    """The Socket.IO room carrying one room's broadcasts (kept apart from sids by its prefix)."""
-    return "room:" + room
+def _watchers_key(room: RoomId) -> str:
+    return "file-watchers:" + room
+
+
+def _watching_key(session: SessionId) -> str:
+    return "file-watching:" + session
 
 
 class SignalingEdge:
     """Registers the protocol's handlers on a python-socketio AsyncServer."""
 
-    def __init__(self, sio: socketio.AsyncServer, config: Config, rooms: RoomService,
-                 push: PushHook, files: FileService) -> None:
+    def __init__(self, sio: socketio.AsyncServer, config: Config, store: Store, node: str,
+                 push: PushHook) -> None:
         assert config.secret is not None
         self._sio = sio
         self._config = config
         self._secret = config.secret
-        self._rooms = rooms
+        self._store = store
+        self._rooms = RoomService(store, config.room_max_participants)
         self._push = push
-        self.sessions = SessionService(config.resume_grace, config.dedup_window, self._expired)
-        self.calls = CallService(config.call_ring_timeout, config.call_max_callees,
-                                 lambda notices: self._spawn(self._deliver(notices)))
-        self.files = files
-        # Sessions following a room's transfers without being parties to them.
-        self._file_watchers: dict[RoomId, set[SessionId]] = {}
+        self.sessions = SessionService(store, node, config.resume_grace, config.dedup_window,
+                                       self._expired)
+        self.calls = CallService(store, config.call_ring_timeout, config.call_max_callees,
+                                 self._deliver)
+        self.files = FileService(store, config.file_max_bytes, keep=config.file_ttl)
+        self._fanout = Fanout(self._emit_local, store.events, self._lost)
+        store.on_event(self._fanout.deliver)
+        store.on_resync(self._resynced)
         self._file_states = Coalescer(FILE_STATE_INTERVAL, self._send_file_state, self._spawn)
         self._draining = False
         self._all_gone: asyncio.Event | None = None  # set when draining and the last one left
-        # Connections we dropped because their session moved to a newer one.
-        self._replaced: set[ConnectionId] = set()
+        # This node's connections of media workers (a drain does not wait for them).
+        self._services: set[ConnectionId] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._left_listeners: list[LeftListener] = []
         self._ended_listeners: list[EndedListener] = []
-        self._join_extras: list[Callable[[RoomId], Ack]] = []
+        self._join_extras: list[JoinFields] = []
         self._joined_listeners: list[JoinedListener] = []
         handlers: dict[ClientEvent, Handler] = {
             ClientEvent.ROOM_JOIN: self._join,
@@ -141,20 +153,35 @@ class SignalingEdge:
     def on_participant_joined(self, listener: JoinedListener) -> None:
         self._joined_listeners.append(listener)
 
-    def add_to_join_ack(self, fields: Callable[[RoomId], Ack]) -> None:
-        """Add `fields(room)` to every `room:join` ack (the room's state kept elsewhere)."""
+    def add_to_join_ack(self, fields: JoinFields) -> None:
+        """Add `await fields(room)` to every `room:join` ack (the room's state kept elsewhere)."""
         self._join_extras.append(fields)
 
-    async def emit_room(self, event: RoomEvent) -> None:
-        await self._emit_room(event)
-
     async def send(self, session_id: SessionId, event: ServerEvent, payload: Ack) -> bool:
-        """Emit to a session's current connection; False when it has none."""
-        session = self.sessions.get(session_id)
+        """Emit to a session's current connection, on any node; False when it has none."""
+        session = await self.sessions.get(session_id)
         if session is None or session.connection is None:
             return False
-        await self._sio.emit(event, payload, to=session.connection)
+        await self._emit(session.connection, event, payload)
         return True
+
+    async def _emit(self, conn: ConnectionId, event: ServerEvent, payload: Ack) -> None:
+        """Emit to a connection: straight to it when it is this node's, else through the
+        client manager to the node that has it."""
+        await self._sio.emit(event, payload, to=conn,
+                             ignore_queue=self.sessions.local(conn) is not None)
+
+    async def _emit_local(self, conn: ConnectionId, event: ServerEvent, payload: Ack) -> None:
+        await self._sio.emit(event, payload, to=conn, ignore_queue=True)
+
+    async def _lost(self, conn: ConnectionId, room: RoomId) -> None:
+        """The connection missed room events that are gone from the log: drop it, so its
+        client resumes, learns the history is gone (`conflict`) and joins afresh."""
+        await self._sio.disconnect(conn)
+
+    @property
+    def store(self) -> Store:
+        return self._store
 
     @property
     def draining(self) -> bool:
@@ -169,13 +196,11 @@ class SignalingEdge:
         return self._rooms
 
     def connections(self) -> list[ConnectionId]:
-        return list(self.sessions.connections())
+        return self.sessions.connections()
 
     def _user_connections(self) -> list[ConnectionId]:
         """Connections a drain waits for: not media workers, which serve until the end."""
-        return [c for c in self.sessions.connections()
-                if (s := self.sessions.by_connection(c)) is not None
-                and not s.identity.grants.service]
+        return [c for c in self.sessions.connections() if c not in self._services]
 
     # -- connect, resume, disconnect -----------------------------------------------------
 
@@ -190,20 +215,24 @@ class SignalingEdge:
                 raise BadRequest("auth must be an object")
             who = verify_token(self._secret, auth.get("token"))
             if auth.get("session") is None:
-                session = self.sessions.open(conn, who)
+                session = await self.sessions.open(conn, who)
+                if who.grants.service:
+                    self._services.add(conn)
                 self._spawn(self._welcome(conn, session, None))
                 log.info("connect sid=%s user=%s session=%s", sid, who.user, session.id)
                 return
             last_seq = _last_seq(auth.get("lastSeq"))
-            session = self.sessions.claim(who, auth.get("session"), auth.get("resume"))
-            for room, me in self._rooms.memberships(session.id).items():
+            claimed = await self.sessions.claim(who, auth.get("session"), auth.get("resume"))
+            for room, me in (await self._rooms.memberships(claimed.id)).items():
                 # Refuse now, while the session is untouched, if history is gone.
-                self._rooms.replay(room, last_seq.get(room, self._rooms.seq(room)), me.id)
+                if room in last_seq:
+                    await self._rooms.replay(room, last_seq[room], me)
+            session, replaced = await self.sessions.reattach(claimed, who, conn)
         except RtcError as exc:
             self._refuse(sid, exc, environ)
-        replaced = self.sessions.reattach(session, conn)
+        if who.grants.service:
+            self._services.add(conn)
         if replaced is not None:  # the old transport was not noticed dead yet
-            self._replaced.add(replaced)
             self._spawn(self._sio.disconnect(replaced))
         self._spawn(self._welcome(conn, session, last_seq))
         log.info("resume sid=%s user=%s session=%s", sid, who.user, session.id)
@@ -217,49 +246,90 @@ class SignalingEdge:
     async def _welcome(self, conn: ConnectionId, session: Session,
                        last_seq: dict[str, int] | None) -> None:
         """After the connect: the `session` event, then (on resume) replay and held signals."""
-        memberships = self._rooms.memberships(session.id)
-        await self._sio.emit(ServerEvent.SESSION, {
-            "session": session.id, "resume": session.resume_token,
-            "resumed": last_seq is not None,
-            "rooms": [{"room": r, "id": p.id, "seq": self._rooms.seq(r)}
-                      for r, p in memberships.items()],
-        }, to=conn)
-        if last_seq is None:
-            return
-        for room, me in memberships.items():
-            cursor = last_seq.get(room, self._rooms.seq(room))
-            while events := self._rooms.replay(room, cursor, me.id):
-                for event in events:
-                    await self._sio.emit(event.name, event.payload, to=conn)
-                    cursor = event.seq
-            # No await between the last empty check and entering: no event can slip by.
-            await self._sio.enter_room(conn, _channel(room))
-        for room in memberships:
-            await self._emit_room(self._rooms.set_connection(
-                session.id, room, ConnectionState.CONNECTED))
-        while session.held and session.connection == conn:
-            await self._sio.emit(ServerEvent.SIGNAL, session.held.popleft(), to=conn)
+        try:
+            memberships = await self._rooms.memberships(session.id)
+            seqs = {r: await self._rooms.seq(r) for r in memberships}
+            await self._emit_local(conn, ServerEvent.SESSION, {
+                "session": session.id, "resume": session.resume_token,
+                "resumed": last_seq is not None,
+                "rooms": [{"room": r, "id": p, "seq": seqs[r]} for r, p in memberships.items()],
+            })
+            if last_seq is None:
+                return
+            for room, me in memberships.items():
+                # From the client's cursor: what it missed is replayed, then events follow.
+                await self._fanout.attach(room, conn, me, last_seq.get(room, seqs[room]))
+                await self._fanout.catch_up(room, conn)
+            for room in memberships:
+                await self._rooms.set_connection(session.id, room, ConnectionState.CONNECTED)
+            for signal in await self.sessions.take_held(session.id, conn):
+                await self._emit_local(conn, ServerEvent.SIGNAL, signal)
+        except RtcError as exc:
+            # The store failed under us: the client resumes again once it is back.
+            log.warning("welcome of %s failed: %s; dropping the connection", conn, exc.message)
+            await self._sio.disconnect(conn)
 
     async def _disconnect(self, sid: str, reason: object = None) -> None:
         conn = ConnectionId(sid)
-        if conn in self._replaced:
-            self._replaced.discard(conn)
-            return
-        session = self.sessions.by_connection(conn)
-        if reason == REASON.CLIENT_DISCONNECT or (session is not None
-                                                  and session.ends_with_transport):
-            session = self.sessions.end(conn)
-            if session is not None:
-                await self._leave_all(session, LeaveReason.DISCONNECT)
-        else:
-            session = self.sessions.detach(conn)
-            if session is not None:
-                for room in self._rooms.memberships(session.id):
-                    await self._emit_room(self._rooms.set_connection(
-                        session.id, room, ConnectionState.RECONNECTING))
+        self._fanout.detach_all(conn)
+        self._services.discard(conn)
+        try:
+            session = await self.sessions.by_connection(conn)
+            if reason == REASON.CLIENT_DISCONNECT or (session is not None
+                                                      and session.ends_with_transport):
+                session = await self.sessions.end(conn)
+                if session is not None:
+                    await self._leave_all(session, LeaveReason.DISCONNECT)
+            else:
+                session = await self.sessions.detach(conn)
+                if session is not None:
+                    await self._reconnecting(session)
+        except RtcError as exc:
+            # The store is down: the session's timer or a node sweep settles it later.
+            log.warning("disconnect sid=%s not recorded: %s", sid, exc.message)
         log.info("disconnect sid=%s reason=%s", sid, reason)
         if self._all_gone is not None and not self._user_connections():
             self._all_gone.set()
+
+    async def _reconnecting(self, session: Session) -> None:
+        for room in await self._rooms.memberships(session.id):
+            await self._rooms.set_connection(session.id, room, ConnectionState.RECONNECTING)
+
+    async def node_lost(self, node: str) -> None:
+        """A node stopped its heartbeat: its sessions lost their transports."""
+        log.warning("node %s is gone%s: detaching its sessions", node,
+                    " (this node: the store lost track of it)" if node == self.sessions.node
+                    else "")
+        for session in await self.sessions.detach_node(node):
+            if session.ends_with_transport:
+                ended = await self.sessions.forget(session.id)
+                if ended is not None:
+                    await self._leave_all(ended, LeaveReason.DISCONNECT)
+            else:
+                await self._reconnecting(session)
+        if node == self.sessions.node:
+            await self._reconcile()
+
+    async def _resynced(self) -> None:
+        """The store's event feed was interrupted: settle what happened meanwhile."""
+        await self._reconcile()
+        await self._fanout.resync()
+
+    async def _reconcile(self) -> None:
+        """Make the store and this node's connections agree again after an outage:
+        sessions the store thinks are here but whose transport went are detached, and
+        connections whose session was detached meanwhile are dropped, so their clients
+        resume (on any node) and catch up."""
+        local = set(self.sessions.connections())
+        for session_id in await self._store.members(node_key(self.sessions.node)):
+            session = await self.sessions.get(SessionId(session_id))
+            if session is not None and session.connection not in local:
+                if await self.sessions.detach_stale(session.id) is not None:
+                    await self._reconnecting(session)
+        for conn in local:
+            if await self.sessions.by_connection(conn) is None:
+                log.info("dropping %s: its session was detached while the store was away", conn)
+                await self._sio.disconnect(conn)
 
     async def _expired(self, session: Session) -> None:
         log.info("session %s of %s expired", session.id, session.user)
@@ -267,13 +337,17 @@ class SignalingEdge:
 
     async def _leave_all(self, session: Session, reason: LeaveReason) -> None:
         """The session is over: leave its rooms, and its user's calls if it was the last device."""
-        # One room at a time: each seq is assigned right before its emit is queued.
-        for room in self._rooms.memberships(session.id):
-            await self._left(*self._rooms.leave(session.id, room, reason), reason)
-        for watchers in self._file_watchers.values():
-            watchers.discard(session.id)
-        if not self.sessions.of_user(session.user):
-            await self._deliver(self.calls.user_gone(session.user))
+        for room in await self._rooms.memberships(session.id):
+            try:
+                left = await self._rooms.leave(session.id, room, reason)
+            except NotFound:
+                continue  # left meanwhile, on another node
+            await self._left(*left, reason)
+        watching = await self._store.members(_watching_key(session.id))
+        if watching:
+            await self._store.transact([], lambda tx: _unwatch(tx, session.id, watching))
+        if not await self.sessions.of_user(session.user):
+            await self._deliver(await self.calls.user_gone(session.user))
         for listener in self._ended_listeners:
             try:
                 await listener(session)
@@ -284,8 +358,8 @@ class SignalingEdge:
 
     def _guarded(self, event: str, handler: Handler) -> Callable[..., Awaitable[Ack]]:
         async def handle(sid: str, *args: Any) -> Ack:
-            session = self.sessions.by_connection(ConnectionId(sid))
             try:
+                session = await self.sessions.by_connection(ConnectionId(sid))
                 if session is None:  # an event racing its own disconnect
                     raise BadRequest("not connected")
                 if len(args) > 1 or (not args and event not in _NO_PAYLOAD):
@@ -295,7 +369,7 @@ class SignalingEdge:
                 return self._error(event, sid, exc)
             if cid is None:
                 return await self._act(event, sid, handler, session, data)
-            return await session.dedup.run(
+            return await self.sessions.dedup(session.id).run(
                 cid, lambda: self._act(event, sid, handler, session, data))
 
         return handle
@@ -326,15 +400,15 @@ class SignalingEdge:
             raise Unavailable("this node is draining")
         req = parse_join(data, self._config.max_meta_bytes)
         who = session.identity
-        joined = self._rooms.join(
-            session.id, who, req.room, req.name, req.meta,
-            granted=self.calls.room_of_party(who.user, req.room), hidden=req.hidden,
+        granted = (not who.grants.allows_room(req.room)
+                   and await self.calls.room_of_party(who.user, req.room))
+        joined = await self._rooms.join(
+            session.id, who, req.room, req.name, req.meta, granted=granted, hidden=req.hidden,
         )
         me = joined.participant
         assert session.connection is not None
-        # Enter the channel before broadcasting: any later room event must reach the joiner.
-        await self._sio.enter_room(session.connection, _channel(req.room))
-        await self._emit_room(joined.event)
+        # Events after the join's own seq follow; any already on their way are caught up.
+        await self._fanout.attach(req.room, session.connection, me.id, joined.seq)
         log.info("join room=%s participant=%s user=%s seq=%d%s",
                  req.room, me.id, me.user, joined.seq, " hidden" if me.hidden else "")
         if not me.hidden:
@@ -349,69 +423,54 @@ class SignalingEdge:
             self={"id": me.id, "user": me.user, "name": me.name},
             participants=[{**p.public(), "polite": True} for p in joined.others],
             iceServers=ice_servers(self._config, who.user),
-            **{k: v for extra in self._join_extras for k, v in extra(req.room).items()},
+            **{k: v for extra in self._join_extras for k, v in (await extra(req.room)).items()},
         )
 
     async def _leave(self, session: Session, data: object) -> Ack:
         req = parse_leave(data)
-        me, event = self._rooms.leave(session.id, req.room, LeaveReason.LEAVE)
+        me, event = await self._rooms.leave(session.id, req.room, LeaveReason.LEAVE)
         if session.connection is not None:
-            await self._sio.leave_room(session.connection, _channel(req.room))
+            self._fanout.detach(req.room, session.connection)
         await self._left(me, event, LeaveReason.LEAVE)
-        room = self._rooms.room(req.room)
-        return ok(seq=event.seq if event is not None else room.seq if room is not None else 0)
+        return ok(seq=event.seq if event is not None else await self._rooms.seq(req.room))
 
     async def _left(self, me: Participant, event: RoomEvent | None,
                     reason: LeaveReason) -> None:
-        await self._emit_room(event)
         for listener in self._left_listeners:
             try:
                 await listener(me, reason)
             except Exception:
                 log.exception("participant-left listener failed for %s", me.id)
-
-    async def _emit_room(self, event: RoomEvent | None) -> None:
-        """Deliver a room event to its room, except to the participant whose request caused it."""
-        if event is None:
-            return
-        skip = None
-        if event.actor is not None:
-            actor = self._rooms.room(event.room)
-            who = actor.participants.get(event.actor) if actor is not None else None
-            session = self.sessions.get(who.session) if who is not None else None
-            skip = session.connection if session is not None else None
-        await self._sio.emit(event.name, event.payload, to=_channel(event.room), skip_sid=skip)
-        if event.name is ServerEvent.PARTICIPANT_LEFT:
-            for transfer in self.files.participant_left(event.payload["id"]):
+        if not me.hidden:
+            for transfer in await self.files.participant_left(me.id):
                 await self.file_changed(transfer)
 
     async def _signal(self, session: Session, data: object) -> Ack:
         req = parse_signal(data, self._config.max_sdp_bytes)
-        sender, target = self._rooms.route(session.id, req.room, req.to)
+        sender, target = await self._rooms.route(session.id, req.room, req.to)
         payload = {"room": req.room, "from": sender.id, **req.body}
         await self._send_to_participant(target.session, payload)
         return ok()
 
     async def _send_to_participant(self, session_id: SessionId, payload: Ack) -> None:
-        target = self.sessions.get(session_id)
-        if target is None:
-            return
-        if target.connection is None:
-            target.held.append(payload)  # delivered when it resumes
-        else:
-            await self._sio.emit(ServerEvent.SIGNAL, payload, to=target.connection)
+        target = await self.sessions.get(session_id)
+        conn = target.connection if target is not None else None
+        if target is not None and conn is None:
+            conn = await self.sessions.hold(session_id, payload)  # kept unless it came back
+        if conn is not None:
+            await self._emit(conn, ServerEvent.SIGNAL, payload)
 
     async def _update(self, session: Session, data: object) -> Ack:
         req = parse_update(data)
-        event = self._rooms.update(session.id, req.room, req.state)
-        await self._emit_room(event)
+        event = await self._rooms.update(session.id, req.room, req.state)
         return ok(seq=event.seq)
 
     async def _end(self, session: Session, data: object) -> Ack:
         if data not in (None, {}):
             raise BadRequest("session:end takes no fields")
         if session.connection is not None:
-            self.sessions.end(session.connection)
+            self._fanout.detach_all(session.connection)
+            await self.sessions.end(session.connection)
         await self._leave_all(session, LeaveReason.DISCONNECT)
         return ok()
 
@@ -422,10 +481,10 @@ class SignalingEdge:
 
     async def _invite(self, session: Session, data: object) -> Ack:
         req = parse_invite(data)
-        call, notices = self.calls.invite(session.identity, req.to, req.media, req.room)
+        call, notices = await self.calls.invite(session.identity, req.to, req.media, req.room)
         await self._deliver(notices)
         for callee in call.callees:
-            if callee not in call.answers and not self.sessions.of_user(callee):
+            if callee not in call.answers and not await self.sessions.of_user(callee):
                 self._push.ring(callee, call.incoming())
         log.info("call %s: %s invites %s (%s)", call.id, call.caller, ", ".join(call.callees),
                  call.state)
@@ -433,22 +492,22 @@ class SignalingEdge:
 
     async def _accept(self, session: Session, data: object) -> Ack:
         req = parse_call(data)
-        return await self._call_change(req.call_id, self.calls.accept(
+        return await self._call_change(req.call_id, await self.calls.accept(
             session.user, session.id, req.call_id))
 
     async def _decline(self, session: Session, data: object) -> Ack:
         req = parse_decline(data)
-        return await self._call_change(req.call_id, self.calls.decline(
+        return await self._call_change(req.call_id, await self.calls.decline(
             session.user, session.id, req.call_id, req.reason))
 
     async def _cancel(self, session: Session, data: object) -> Ack:
         req = parse_call(data)
-        return await self._call_change(req.call_id, self.calls.cancel(
+        return await self._call_change(req.call_id, await self.calls.cancel(
             session.user, session.id, req.call_id))
 
     async def _hangup(self, session: Session, data: object) -> Ack:
         req = parse_call(data)
-        return await self._call_change(req.call_id, self.calls.hangup(
+        return await self._call_change(req.call_id, await self.calls.hangup(
             session.user, session.id, req.call_id))
 
     async def _call_change(self, call_id: str, notices: list[Notice]) -> Ack:
@@ -458,14 +517,16 @@ class SignalingEdge:
 
     async def _deliver(self, notices: list[Notice]) -> None:
         for notice in notices:
-            targets = dict.fromkeys(notice.devices)
+            targets: dict[SessionId, ConnectionId | None] = {}
+            for device in notice.devices:
+                session = await self.sessions.get(device)
+                targets[device] = session.connection if session is not None else None
             for user in notice.users:
-                targets.update((s.id, None) for s in self.sessions.of_user(user)
+                targets.update((s.id, s.connection) for s in await self.sessions.of_user(user)
                                if s.id not in notice.skip)
-            for session_id in targets:
-                session = self.sessions.get(session_id)
-                if session is not None and session.connection is not None:
-                    await self._sio.emit(notice.event, notice.payload, to=session.connection)
+            for conn in targets.values():
+                if conn is not None:
+                    await self._emit(conn, notice.event, notice.payload)
 
     # -- files ------------------------------------------------------------------------
 
@@ -473,16 +534,17 @@ class SignalingEdge:
         req = parse_file_offer(data, self.files.max_bytes)
         if not session.identity.grants.publish:
             raise Forbidden("token does not grant publish")
-        me = self._rooms.member(session.id, req.room)
         if req.to is not None:
-            receivers = [self._rooms.route(session.id, req.room, req.to)[1]]
+            me, target = await self._rooms.route(session.id, req.room, req.to)
+            receivers = [target]
         else:
-            room = self._rooms.room(req.room)
+            me = await self._rooms.member(session.id, req.room)
+            room = await self._rooms.room(req.room)
             assert room is not None
             receivers = [p for p in room.participants.values() if p.id != me.id]
-        transfer = self.files.offer(req, me, receivers)
+        transfer = await self.files.offer(req, me, receivers)
         await self.file_changed(transfer)
-        return ok(transfer=transfer.wire(time.monotonic()))
+        return ok(transfer=transfer.wire(time.time()))
 
     async def _file_accept(self, session: Session, data: object) -> Ack:
         return await self._file_answer(session, data, accept=True)
@@ -492,48 +554,55 @@ class SignalingEdge:
 
     async def _file_answer(self, session: Session, data: object, *, accept: bool) -> Ack:
         req = parse_file_id(data)
-        transfer = self.files.answer(self._party(session, req.id), req.id, accept)
+        party = await self._party(session, req.id)
+        transfer = await self.files.answer(party, req.id, accept)
         await self.file_changed(transfer)
-        return ok(transfer=transfer.wire(time.monotonic()))
+        return ok(transfer=transfer.wire(time.time()))
 
     async def _file_progress(self, session: Session, data: object) -> Ack:
         req = parse_file_progress(data)
-        transfer, recorded = self.files.progress(self._party(session, req.id), req.id, req.bytes)
+        party = await self._party(session, req.id)
+        transfer, recorded = await self.files.progress(party, req.id, req.bytes)
         await self.file_changed(transfer)
         return ok(bytes=recorded)
 
     async def _file_done(self, session: Session, data: object) -> Ack:
         req = parse_file_done(data)
         assert req.sha256 is not None
-        transfer = self.files.done(self._party(session, req.id), req.id, req.sha256)
+        party = await self._party(session, req.id)
+        transfer = await self.files.done(party, req.id, req.sha256)
         await self.file_changed(transfer)
-        return ok(transfer=transfer.wire(time.monotonic()))
+        return ok(transfer=transfer.wire(time.time()))
 
     async def _file_cancel(self, session: Session, data: object) -> Ack:
         req = parse_file_cancel(data)
-        transfer = self.files.cancel(self._party(session, req.id), req.id, req.reason)
+        party = await self._party(session, req.id)
+        transfer = await self.files.cancel(party, req.id, req.reason)
         await self.file_changed(transfer)
-        return ok(transfer=transfer.wire(time.monotonic()))
+        return ok(transfer=transfer.wire(time.time()))
 
     async def _file_subscribe(self, session: Session, data: object) -> Ack:
         room = parse_room_only(data)
         if not session.identity.grants.allows_room(room):
             raise Forbidden(f"token does not grant room {room!r}")
-        self._file_watchers.setdefault(room, set()).add(session.id)
-        now = time.monotonic()
-        return ok(transfers=[t.wire(now) for t in self.files.of_room(room)])
+
+        def watch(tx: Tx) -> None:
+            tx.add(_watchers_key(room), session.id)
+            tx.add(_watching_key(session.id), room)
+
+        await self._store.transact([], watch)
+        now = time.time()
+        return ok(transfers=[t.wire(now) for t in await self.files.of_room(room)])
 
     async def _file_unsubscribe(self, session: Session, data: object) -> Ack:
         room = parse_room_only(data)
-        watchers = self._file_watchers.get(room, set())
-        watchers.discard(session.id)
-        if not watchers:
-            self._file_watchers.pop(room, None)
+        await self._store.transact([], lambda tx: _unwatch(tx, session.id, {room}))
         return ok()
 
-    def _party(self, session: Session, transfer_id: str) -> ParticipantId:
+    async def _party(self, session: Session, transfer_id: str) -> ParticipantId:
         """This session's participant in the transfer's room (NotFound when not there)."""
-        return self._rooms.member(session.id, self.files.get(transfer_id).room).id
+        transfer = await self.files.get(transfer_id)
+        return (await self._rooms.member(session.id, transfer.room)).id
 
     async def file_changed(self, transfer: Transfer) -> None:
         """Tell the parties and watchers, at most 10 times a second, finals at once."""
@@ -541,19 +610,18 @@ class SignalingEdge:
 
     async def _send_file_state(self, transfer_id: str) -> None:
         try:
-            transfer = self.files.get(transfer_id)
-        except NotFound:
+            transfer = await self.files.get(transfer_id)
+            room = await self._rooms.room(transfer.room)
+            watchers = await self._store.members(_watchers_key(transfer.room))
+        except RtcError:
             return
-        room = self._rooms.room(transfer.room)
-        sessions = set(self._file_watchers.get(transfer.room, ()))
+        sessions = {SessionId(s) for s in watchers}
         if room is not None:
             sessions.update(room.participants[p].session for p in transfer.parties()
                             if p in room.participants)
-        payload = transfer.wire(time.monotonic())
-        for session_id in sessions:
-            session = self.sessions.get(session_id)
-            if session is not None and session.connection is not None:
-                await self._sio.emit(ServerEvent.FILE_STATE, payload, to=session.connection)
+        payload = transfer.wire(time.time())
+        for session_id in sorted(sessions):
+            await self.send(session_id, ServerEvent.FILE_STATE, payload)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -575,9 +643,7 @@ class SignalingEdge:
             await self._sio.disconnect(conn)
 
     async def aclose(self) -> None:
-        self.calls.close()
         self._file_states.close()
-        await self.sessions.aclose()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -585,6 +651,12 @@ class SignalingEdge:
 
 
 _NO_PAYLOAD = frozenset({ClientEvent.PING, ClientEvent.SESSION_END})
+
+
+def _unwatch(tx: Tx, session: SessionId, rooms: set[str]) -> None:
+    for room in rooms:
+        tx.discard(_watchers_key(RoomId(room)), session)
+        tx.discard(_watching_key(session), room)
 
 
 def _last_seq(value: object) -> dict[str, int]:

@@ -1,4 +1,8 @@
-"""The HTTP relay for files that cannot go peer to peer: upload, download, expiry."""
+"""The HTTP relay for files that cannot go peer to peer: upload, download, expiry.
+
+Files live under one directory; with several nodes it must be shared by all of them
+(an upload may reach one node and the download another).
+"""
 
 from __future__ import annotations
 
@@ -55,7 +59,7 @@ class FileRelay:
     async def upload(self, request: web.Request) -> web.StreamResponse:
         try:
             who = self._identity(request)
-            transfer = self._files.get(request.match_info["id"])
+            transfer = await self._files.get(request.match_info["id"])
             if transfer.sender_user != who.user:
                 raise Forbidden("only the sender uploads")
             if transfer.final or transfer.relay_done:
@@ -86,7 +90,7 @@ class FileRelay:
                     await asyncio.to_thread(out.write, chunk)
                     if time.monotonic() - reported >= REPORT_EVERY:
                         reported = time.monotonic()
-                        self._files.relay_progress(transfer, received)
+                        transfer = await self._files.relay_progress(transfer.id, received)
                         await self._changed(transfer)
         finally:
             if received > limit or transfer.final:
@@ -95,9 +99,7 @@ class FileRelay:
             path.unlink(missing_ok=True)
             return error_status(400, ErrorCode.BAD_REQUEST,
                                  f"got {received} of {transfer.offer.size} bytes")
-        transfer.relay_path = path
-        transfer.relay_done = True
-        self._files.relay_progress(transfer, received)
+        transfer = await self._files.relay_progress(transfer.id, received, complete=True)
         await self._changed(transfer)
         log.info("relayed file %s (%d bytes) for room %s", transfer.id, received, transfer.room)
         return web.json_response({"ok": True, "bytes": received})
@@ -105,11 +107,11 @@ class FileRelay:
     async def download(self, request: web.Request) -> web.StreamResponse:
         try:
             who = self._identity(request)
-            transfer = self._files.get(request.match_info["id"])
+            transfer = await self._files.get(request.match_info["id"])
             if not any(r.user == who.user for r in transfer.receivers.values()):
                 raise Forbidden("only a receiver downloads")
-            path = transfer.relay_path
-            if not transfer.relay_done or path is None or not path.exists():
+            path = self._root / transfer.id
+            if not transfer.relay_done or not path.exists():
                 raise NotFound("the file is not on the relay")
         except RtcError as exc:
             return error_response(exc)
@@ -121,14 +123,17 @@ class FileRelay:
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(min(self._ttl, 60.0))
-            self.sweep()
+            try:
+                await self.sweep()
+            except RtcError as exc:
+                log.warning("file relay sweep skipped: %s", exc.message)
 
-    def sweep(self) -> None:
+    async def sweep(self) -> None:
         """Delete relayed files past their TTL, and those of cancelled or failed transfers."""
         now = time.time()
         for path in self._root.iterdir():
             try:
-                transfer = self._files.get(path.name)
+                transfer = await self._files.get(path.name)
             except NotFound:
                 transfer = None
             gone = transfer is None or transfer.state in (TransferState.CANCELLED,
@@ -136,5 +141,4 @@ class FileRelay:
             if gone or now - path.stat().st_mtime > self._ttl:
                 path.unlink(missing_ok=True)
                 if transfer is not None:
-                    transfer.relay_done = False
-                    transfer.relay_path = None
+                    await self._files.relay_gone(transfer.id)

@@ -1,26 +1,27 @@
 """File transfers: who offered what to whom, each party's progress, and the transfer's state.
 
 Transport-free. The bytes go peer to peer (or through the HTTP relay); this
-service only keeps the state every party and observer is shown. Progress never
-goes backwards, and a final state is final.
+service only keeps the state every party and observer is shown, as documents in the
+store. Progress never goes backwards, and a final state is final.
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from .errors import BadRequest, Conflict, Forbidden, NotFound
 from .ids import ParticipantId, RoomId, UserId
 from .protocol import FileOffer
 from .rooms import Participant
+from .store import Store, Tx
 
 RATE_WINDOW = 3.0  # seconds of progress samples behind `rate`
+SAMPLES = 64
 
 
 class TransferState(StrEnum):
@@ -55,10 +56,10 @@ class Transfer:
     confirmed: int = 0
     via: str = "p2p"
     reason: str | None = None
-    relay_path: Path | None = None
     relay_done: bool = False
     finished_at: float | None = None
-    _samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
+    # (wall-clock time, confirmed bytes): nodes share wall clocks, not monotonic ones.
+    samples: list[tuple[float, int]] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -76,11 +77,10 @@ class Transfer:
         return {self.sender, *self.receivers}
 
     def rate(self, now: float) -> float:
-        while self._samples and now - self._samples[0][0] > RATE_WINDOW:
-            self._samples.popleft()
-        if len(self._samples) < 2:
+        recent = [(t, b) for t, b in self.samples if now - t <= RATE_WINDOW]
+        if len(recent) < 2:
             return 0.0
-        (t0, b0), (t1, b1) = self._samples[0], self._samples[-1]
+        (t0, b0), (t1, b1) = recent[0], recent[-1]
         return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
 
     def wire(self, now: float) -> dict[str, Any]:
@@ -101,134 +101,242 @@ class Transfer:
             out["url"] = f"/api/files/{self.id}"
         return out
 
+    def to_dict(self) -> dict[str, Any]:
+        o = self.offer
+        return {"offer": {"room": o.room, "to": o.to, "id": o.id, "name": o.name, "size": o.size,
+                          "mime": o.mime, "sha256": o.sha256},
+                "sender": self.sender, "senderUser": self.sender_user,
+                "receivers": {p: {"user": r.user, "state": str(r.state), "bytes": r.bytes}
+                              for p, r in self.receivers.items()},
+                "state": self.state.value, "sent": self.sent, "confirmed": self.confirmed,
+                "via": self.via, "reason": self.reason, "relayDone": self.relay_done,
+                "finishedAt": self.finished_at, "samples": self.samples}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Transfer:
+        return cls(offer=FileOffer(**d["offer"]), sender=d["sender"],
+                   sender_user=d["senderUser"],
+                   receivers={p: Receiver(user=r["user"], state=_receiver_state(r["state"]),
+                                          bytes=r["bytes"]) for p, r in d["receivers"].items()},
+                   state=TransferState(d["state"]), sent=d["sent"], confirmed=d["confirmed"],
+                   via=d["via"], reason=d["reason"], relay_done=d["relayDone"],
+                   finished_at=d["finishedAt"], samples=[(t, b) for t, b in d["samples"]])
+
+
+def _receiver_state(value: str) -> TransferState | str:
+    try:
+        return TransferState(value)
+    except ValueError:
+        return value  # "rejected"
+
+
+def _key(transfer_id: str) -> str:
+    return "transfer:" + transfer_id
+
+
+def _room_key(room: RoomId) -> str:
+    return "room-transfers:" + room
+
+
+def _party_key(participant: ParticipantId) -> str:
+    return "party-transfers:" + participant
+
 
 class FileService:
-    """Every transfer of one node. Finished ones stay visible for `keep` seconds."""
+    """Every transfer, in the store. Finished ones stay visible for `keep` seconds."""
 
-    def __init__(self, max_bytes: int, keep: float = 3600.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: Store, max_bytes: int, keep: float = 3600.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.max_bytes = max_bytes
+        self._store = store
         self._keep = keep
         self._clock = clock
-        self._transfers: dict[str, Transfer] = {}
 
-    def offer(self, req: FileOffer, sender: Participant,
-              receivers: list[Participant]) -> Transfer:
-        self._expire()
-        if req.id in self._transfers:
-            raise Conflict(f"transfer id {req.id!r} is in use")
+    async def offer(self, req: FileOffer, sender: Participant,
+                    receivers: list[Participant]) -> Transfer:
         if not receivers:
             raise NotFound("nobody to offer the file to")
-        transfer = Transfer(offer=req, sender=sender.id, sender_user=sender.user,
-                            receivers={p.id: Receiver(user=p.user) for p in receivers})
-        self._transfers[req.id] = transfer
-        return transfer
 
-    def get(self, transfer_id: str) -> Transfer:
-        transfer = self._transfers.get(transfer_id)
+        def offer(tx: Tx) -> Transfer:
+            if tx.get(_key(req.id), Transfer) is not None:
+                raise Conflict(f"transfer id {req.id!r} is in use")
+            transfer = Transfer(offer=req, sender=sender.id, sender_user=sender.user,
+                                receivers={p.id: Receiver(user=p.user) for p in receivers})
+            tx.put(_key(req.id), transfer)
+            tx.add(_room_key(req.room), req.id)
+            for party in transfer.parties():
+                tx.add(_party_key(party), req.id)
+            return transfer
+
+        return await self._store.transact([_key(req.id)], offer)
+
+    async def get(self, transfer_id: str) -> Transfer:
+        transfer = await self._store.get(_key(transfer_id), Transfer)
         if transfer is None:
             raise NotFound(f"no transfer {transfer_id!r}")
         return transfer
 
-    def of_room(self, room: RoomId) -> list[Transfer]:
-        return [t for t in self._transfers.values() if t.room == room]
+    async def of_room(self, room: RoomId) -> list[Transfer]:
+        ids = sorted(await self._store.members(_room_key(room)))
+        found = await self._store.get_many([_key(i) for i in ids], Transfer)
+        gone = [i for i, t in zip(ids, found, strict=True) if t is None]
+        if gone:  # expired: forget them in the index too
+            await self._store.transact([], lambda tx: [tx.discard(_room_key(room), i)
+                                                       for i in gone])
+        return [t for t in found if t is not None]
 
-    def answer(self, who: ParticipantId, transfer_id: str, accept: bool) -> Transfer:
-        transfer, receiver = self._receiver(who, transfer_id)
-        if receiver.state is not TransferState.OFFERED:
-            raise Conflict(f"already answered ({receiver.state})")
-        if accept:
-            receiver.state = TransferState.ACCEPTED
-            if transfer.state is TransferState.OFFERED:
-                transfer.state = TransferState.ACCEPTED
-        else:
-            receiver.state = "rejected"
-            if all(r.state == "rejected" for r in transfer.receivers.values()):
-                self._finish(transfer, TransferState.CANCELLED, "rejected")
+    async def answer(self, who: ParticipantId, transfer_id: str, accept: bool) -> Transfer:
+        def answer(tx: Tx) -> Transfer:
+            transfer, receiver = self._receiver(tx, who, transfer_id)
+            if receiver.state is not TransferState.OFFERED:
+                raise Conflict(f"already answered ({receiver.state})")
+            if accept:
+                receiver.state = TransferState.ACCEPTED
+                if transfer.state is TransferState.OFFERED:
+                    transfer.state = TransferState.ACCEPTED
             else:
-                self._settle(transfer)
-        return transfer
+                receiver.state = "rejected"
+                if all(r.state == "rejected" for r in transfer.receivers.values()):
+                    self._finish(transfer, TransferState.CANCELLED, "rejected")
+                else:
+                    self._settle(transfer)
+            self._put(tx, transfer)
+            return transfer
 
-    def progress(self, who: ParticipantId, transfer_id: str, count: int) -> tuple[Transfer, int]:
-        transfer = self._live(transfer_id, who)
-        if count > transfer.offer.size:
-            raise BadRequest(f"bytes exceeds the file size ({transfer.offer.size})")
-        if who == transfer.sender:
-            transfer.sent = max(transfer.sent, count)
-            recorded = transfer.sent
-        else:
+        return await self._store.transact([_key(transfer_id)], answer)
+
+    async def progress(self, who: ParticipantId, transfer_id: str,
+                       count: int) -> tuple[Transfer, int]:
+        def progress(tx: Tx) -> tuple[Transfer, int]:
+            transfer = self._live(tx, transfer_id, who)
+            if count > transfer.offer.size:
+                raise BadRequest(f"bytes exceeds the file size ({transfer.offer.size})")
+            if who == transfer.sender:
+                transfer.sent = max(transfer.sent, count)
+                recorded = transfer.sent
+            else:
+                receiver = transfer.receivers[who]
+                if receiver.state not in (TransferState.ACCEPTED, TransferState.TRANSFERRING):
+                    raise Conflict(f"receiver is {receiver.state}")
+                receiver.state = TransferState.TRANSFERRING
+                receiver.bytes = max(receiver.bytes, count)
+                recorded = receiver.bytes
+                self._settle(transfer)
+            if transfer.state is TransferState.ACCEPTED:
+                transfer.state = TransferState.TRANSFERRING
+            self._put(tx, transfer)
+            return transfer, recorded
+
+        return await self._store.transact([_key(transfer_id)], progress)
+
+    async def done(self, who: ParticipantId, transfer_id: str, sha256: str) -> Transfer:
+        def done(tx: Tx) -> Transfer:
+            transfer = self._live(tx, transfer_id, who)
+            if who == transfer.sender:
+                transfer.sent = transfer.offer.size
+                self._put(tx, transfer)
+                return transfer
             receiver = transfer.receivers[who]
             if receiver.state not in (TransferState.ACCEPTED, TransferState.TRANSFERRING):
                 raise Conflict(f"receiver is {receiver.state}")
-            receiver.state = TransferState.TRANSFERRING
-            receiver.bytes = max(receiver.bytes, count)
-            recorded = receiver.bytes
+            if transfer.offer.sha256 is not None and sha256 != transfer.offer.sha256:
+                receiver.state = TransferState.FAILED
+                transfer.reason = "hash mismatch"
+            else:
+                receiver.state = TransferState.DONE
+                receiver.bytes = transfer.offer.size
             self._settle(transfer)
-        if transfer.state is TransferState.ACCEPTED:
-            transfer.state = TransferState.TRANSFERRING
-        return transfer, recorded
-
-    def done(self, who: ParticipantId, transfer_id: str, sha256: str) -> Transfer:
-        transfer = self._live(transfer_id, who)
-        if who == transfer.sender:
-            transfer.sent = transfer.offer.size
+            self._put(tx, transfer)
             return transfer
-        receiver = transfer.receivers[who]
-        if receiver.state not in (TransferState.ACCEPTED, TransferState.TRANSFERRING):
-            raise Conflict(f"receiver is {receiver.state}")
-        if transfer.offer.sha256 is not None and sha256 != transfer.offer.sha256:
-            receiver.state = TransferState.FAILED
-            transfer.reason = "hash mismatch"
-        else:
-            receiver.state = TransferState.DONE
-            receiver.bytes = transfer.offer.size
-        self._settle(transfer)
-        return transfer
 
-    def cancel(self, who: ParticipantId, transfer_id: str, reason: str | None) -> Transfer:
-        transfer = self._live(transfer_id, who)
-        self._finish(transfer, TransferState.CANCELLED, reason or "cancelled")
-        return transfer
+        return await self._store.transact([_key(transfer_id)], done)
 
-    def participant_left(self, who: ParticipantId) -> list[Transfer]:
+    async def cancel(self, who: ParticipantId, transfer_id: str,
+                     reason: str | None) -> Transfer:
+        def cancel(tx: Tx) -> Transfer:
+            transfer = self._live(tx, transfer_id, who)
+            self._finish(transfer, TransferState.CANCELLED, reason or "cancelled")
+            self._put(tx, transfer)
+            return transfer
+
+        return await self._store.transact([_key(transfer_id)], cancel)
+
+    async def participant_left(self, who: ParticipantId) -> list[Transfer]:
         """A party left its room: its transfers end (sender) or go on without it."""
         changed = []
-        for transfer in self._transfers.values():
-            if transfer.final or who not in transfer.parties():
-                continue
-            if who == transfer.sender:
-                self._finish(transfer, TransferState.CANCELLED, "sender left")
-            else:
-                receiver = transfer.receivers[who]
-                if receiver.state is not TransferState.DONE:
-                    receiver.state = TransferState.CANCELLED
-                self._settle(transfer)
-            changed.append(transfer)
+        for transfer_id in sorted(await self._store.members(_party_key(who))):
+            transfer = await self._store.transact(
+                [_key(transfer_id)], functools.partial(self._left, who=who,
+                                                       transfer_id=transfer_id))
+            if transfer is not None:
+                changed.append(transfer)
         return changed
 
-    def relay_progress(self, transfer: Transfer, count: int) -> None:
-        transfer.via = "relay"
-        transfer.sent = max(transfer.sent, count)
-        if transfer.state is TransferState.ACCEPTED:
-            transfer.state = TransferState.TRANSFERRING
+    def _left(self, tx: Tx, who: ParticipantId, transfer_id: str) -> Transfer | None:
+        tx.discard(_party_key(who), transfer_id)
+        transfer = tx.get(_key(transfer_id), Transfer)
+        if transfer is None or transfer.final or who not in transfer.parties():
+            return None
+        if who == transfer.sender:
+            self._finish(transfer, TransferState.CANCELLED, "sender left")
+        else:
+            receiver = transfer.receivers[who]
+            if receiver.state is not TransferState.DONE:
+                receiver.state = TransferState.CANCELLED
+            self._settle(transfer)
+        self._put(tx, transfer)
+        return transfer
 
-    def finished(self) -> list[Transfer]:
-        return [t for t in self._transfers.values() if t.final]
+    async def relay_progress(self, transfer_id: str, count: int, *,
+                             complete: bool = False) -> Transfer:
+        """Bytes the sender uploaded to the relay; `complete` when the file is all there."""
 
-    def remove(self, transfer_id: str) -> None:
-        self._transfers.pop(transfer_id, None)
+        def relayed(tx: Tx) -> Transfer:
+            transfer = tx.get(_key(transfer_id), Transfer)
+            if transfer is None:
+                raise NotFound(f"no transfer {transfer_id!r}")
+            transfer.via = "relay"
+            transfer.sent = max(transfer.sent, count)
+            transfer.relay_done = transfer.relay_done or complete
+            if transfer.state is TransferState.ACCEPTED:
+                transfer.state = TransferState.TRANSFERRING
+            self._put(tx, transfer)
+            return transfer
+
+        return await self._store.transact([_key(transfer_id)], relayed)
+
+    async def relay_gone(self, transfer_id: str) -> None:
+        """The relayed file was deleted (expired)."""
+
+        def gone(tx: Tx) -> None:
+            transfer = tx.get(_key(transfer_id), Transfer)
+            if transfer is not None and transfer.relay_done:
+                transfer.relay_done = False
+                self._put(tx, transfer)
+
+        await self._store.transact([_key(transfer_id)], gone)
 
     # -- internals ----------------------------------------------------------------------
 
-    def _receiver(self, who: ParticipantId, transfer_id: str) -> tuple[Transfer, Receiver]:
-        transfer = self._live(transfer_id, who)
+    def _put(self, tx: Tx, transfer: Transfer) -> None:
+        tx.put(_key(transfer.id), transfer, ttl=self._keep if transfer.final else None)
+        if transfer.final:
+            for party in transfer.parties():
+                tx.discard(_party_key(party), transfer.id)
+
+    def _receiver(self, tx: Tx, who: ParticipantId,
+                  transfer_id: str) -> tuple[Transfer, Receiver]:
+        transfer = self._live(tx, transfer_id, who)
         receiver = transfer.receivers.get(who)
         if receiver is None:
             raise Forbidden("only a receiver of the transfer can do that")
         return transfer, receiver
 
-    def _live(self, transfer_id: str, who: ParticipantId) -> Transfer:
-        transfer = self.get(transfer_id)
+    @staticmethod
+    def _live(tx: Tx, transfer_id: str, who: ParticipantId) -> Transfer:
+        transfer = tx.get(_key(transfer_id), Transfer)
+        if transfer is None:
+            raise NotFound(f"no transfer {transfer_id!r}")
         if who not in transfer.parties():
             raise Forbidden("not a party of this transfer")
         if transfer.final:
@@ -241,7 +349,8 @@ class FileService:
         active = [r.bytes for r in transfer.receivers.values() if r.state in _ACTIVE]
         if active:
             transfer.confirmed = max(transfer.confirmed, min(active))
-            transfer._samples.append((self._clock(), transfer.confirmed))
+            transfer.samples = [*transfer.samples[-(SAMPLES - 1):],
+                                (self._clock(), transfer.confirmed)]
         accepted = [s for s in states if s in _ACTIVE or s == TransferState.FAILED]
         if any(s in (TransferState.OFFERED, TransferState.ACCEPTED, TransferState.TRANSFERRING)
                for s in states):
@@ -257,9 +366,3 @@ class FileService:
         transfer.state = state
         transfer.reason = reason
         transfer.finished_at = self._clock()
-
-    def _expire(self) -> None:
-        now = self._clock()
-        for transfer in list(self._transfers.values()):
-            if transfer.finished_at is not None and now - transfer.finished_at > self._keep:
-                del self._transfers[transfer.id]

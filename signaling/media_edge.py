@@ -68,28 +68,29 @@ class MediaEdge:
         reg = parse_worker_register(data)
         if not session.identity.grants.service:
             raise Forbidden("registering a media worker needs grant service")
-        self._workers.register(session.id, reg)
-        session.ends_with_transport = True
+        await self._workers.register(session.id, reg)
+        await self._edge.sessions.mark_ends_with_transport(session.id)
         log.info("media worker %s registered: capacity %d, %s", session.id, reg.capacity,
                  ", ".join(sorted(reg.kinds)))
         return ok(worker=session.id)
 
     async def _load(self, session: Session, data: object) -> Ack:
-        self._workers.report_load(session.id, parse_worker_load(data))
+        await self._workers.report_load(session.id, parse_worker_load(data))
         return ok()
 
     async def _report(self, session: Session, data: object) -> Ack:
         req = parse_media_report(data)
-        job = self._own_job(session, req.job)
+        job = await self._own_job(session, req.job)
         delivered = await self._edge.send(job.requester, ServerEvent.MEDIA_REPORT,
                                           {"room": job.room, "job": job.id, "report": req.report})
         log.info("media report for job %s (%s): %s", job.id, job.kind,
                  req.report.get("verdict", "-"))
         return ok(delivered=delivered)
 
-    def _own_job(self, session: Session, job_id: str) -> Job:
-        job = self._workers.job(job_id)
-        if job.worker is not self._workers.worker(session.id):
+    async def _own_job(self, session: Session, job_id: str) -> Job:
+        job = await self._workers.job(job_id)
+        await self._workers.worker(session.id)  # Forbidden unless a worker
+        if job.worker != session.id:
             raise NotFound(f"no media job {job_id!r}")
         return job
 
@@ -97,7 +98,7 @@ class MediaEdge:
 
     async def _request(self, session: Session, data: object) -> Ack:
         req = parse_media_request(data)
-        me = self._edge.rooms.member(session.id, req.room)
+        me = await self._edge.rooms.member(session.id, req.room)
         if req.kind is MediaKind.RECORD and not session.identity.grants.record:
             raise Forbidden("recording needs grant record")
         if req.kind is not MediaKind.RECORD and not session.identity.grants.publish:
@@ -105,7 +106,7 @@ class MediaEdge:
         handler = self._request_handlers.get(req.kind)
         if handler is not None:
             return await handler(session, me)
-        if any(job.kind is req.kind for job in self._workers.jobs_of(me.id)):
+        if any(job.kind is req.kind for job in await self._workers.jobs_of(me.id)):
             # One at a time: each one holds a connection and media on a worker.
             raise Conflict(f"a {req.kind.value} job of yours is running in {req.room!r}")
         duration = req.duration if req.duration is not None else self._config.echo_duration
@@ -116,19 +117,23 @@ class MediaEdge:
                         params: dict[str, Any], prefer: Job | None = None) -> Job:
         """Give a job to the least-loaded worker that takes it (Unavailable if none does),
         or first to the worker running `prefer`. `params` go with `media:assign`."""
-        candidates = self._workers.candidates(kind)
+        candidates = [w.session for w in await self._workers.candidates(kind)]
         if prefer is not None and prefer.worker in candidates:
             candidates.remove(prefer.worker)
             candidates.insert(0, prefer.worker)
         for worker in candidates:
-            job = self._workers.start(worker, kind, requester.room, session.id, requester.id)
+            try:
+                job = await self._workers.start(worker, kind, requester.room, session.id,
+                                                requester.id)
+            except Unavailable:
+                continue  # gone meanwhile
             accepted = await self._assign(job, requester, params)
             if accepted is not None:
-                job.worker_participant, job.tapped = accepted
+                job = await self._workers.accepted(job.id, *accepted)
                 log.info("media job %s (%s) in %s for %s on worker %s", job.id, job.kind,
-                         job.room, requester.id, worker.session)
+                         job.room, requester.id, worker)
                 return job
-            self._workers.end(job.id)
+            await self._workers.end(job.id)
         raise Unavailable(f"no media worker accepted the {kind.value} job")
 
     def on_request(self, kind: MediaKind, handler: RequestHandler) -> None:
@@ -139,8 +144,8 @@ class MediaEdge:
         """Handle `kind` jobs whose worker is gone (instead of telling their requester)."""
         self._lost_handlers[kind] = handler
 
-    def job(self, job_id: str) -> Job:
-        return self._workers.job(job_id)
+    async def job(self, job_id: str) -> Job:
+        return await self._workers.job(job_id)
 
     async def end_job(self, job: Job, reason: MediaEndReason) -> None:
         await self._end(job, reason, tell_requester=False)
@@ -149,7 +154,7 @@ class MediaEdge:
                       params: dict[str, Any]) -> tuple[ParticipantId, bool] | None:
         """Ask the worker to take the job: its hidden participant id and whether it tapped
         the room's forwarding, or None if it did not take it."""
-        worker = self._edge.sessions.get(job.worker.session)
+        worker = await self._edge.sessions.get(job.worker)
         if worker is None or worker.connection is None:
             return None
         payload = {**params, "job": job.id, "room": job.room, "kind": job.kind.value,
@@ -158,27 +163,27 @@ class MediaEdge:
             ack: Any = await self._edge.sio.call(ServerEvent.MEDIA_ASSIGN, payload,
                                                  to=worker.connection, timeout=ASSIGN_TIMEOUT)
         except socketio.exceptions.SocketIOError as exc:
-            log.warning("worker %s did not take job %s: %r", job.worker.session, job.id, exc)
+            log.warning("worker %s did not take job %s: %r", job.worker, job.id, exc)
             return None
         if not isinstance(ack, dict) or ack.get("ok") is not True:
-            log.warning("worker %s refused job %s: %.200r", job.worker.session, job.id, ack)
+            log.warning("worker %s refused job %s: %.200r", job.worker, job.id, ack)
             return None
         # Trust only what the node knows: the worker's own hidden participant in the room.
         try:
-            mine = self._edge.rooms.member(job.worker.session, job.room)
+            mine = await self._edge.rooms.member(job.worker, job.room)
         except NotFound:
             mine = None
         if mine is None or not mine.hidden or mine.id != ack.get("participant"):
             log.warning("worker %s acked job %s without joining %s hidden",
-                        job.worker.session, job.id, job.room)
+                        job.worker, job.id, job.room)
             return None
         return mine.id, ack.get("tapped") is True
 
     async def _release(self, session: Session, data: object) -> Ack:
-        job = self._workers.job(parse_job(data))
+        job = await self._workers.job(parse_job(data))
         if job.requester == session.id:
             await self._end(job, MediaEndReason.RELEASED, tell_requester=False)
-        elif self._workers.is_worker(session.id) and job.worker.session == session.id:
+        elif job.worker == session.id:
             await self._end(job, MediaEndReason.FINISHED, tell_worker=False)
         else:
             raise NotFound(f"no media job {job.id!r}")
@@ -187,12 +192,12 @@ class MediaEdge:
     # -- endings ------------------------------------------------------------------------
 
     async def _participant_left(self, participant: Participant, reason: LeaveReason) -> None:
-        for job in self._workers.jobs_of(participant.id):
+        for job in await self._workers.jobs_of(participant.id):
             if job.kind is MediaKind.ECHO:  # recordings and forwarding are the room's
                 await self._end(job, MediaEndReason.REQUESTER_LEFT, tell_requester=False)
 
     async def _session_ended(self, session: Session) -> None:
-        for job in self._workers.unregister(session.id):
+        for job in await self._workers.unregister(session.id):
             log.warning("media worker %s is gone: job %s (%s) in %s fails", session.id, job.id,
                         job.kind, job.room)
             handler = self._lost_handlers.get(job.kind)
@@ -203,13 +208,13 @@ class MediaEdge:
 
     async def _end(self, job: Job, reason: MediaEndReason, *, tell_requester: bool = True,
                    tell_worker: bool = True) -> None:
-        if self._workers.end(job.id) is None:
+        if await self._workers.end(job.id) is None:
             return
         log.info("media job %s (%s) ended: %s", job.id, job.kind, reason)
         if tell_requester:
             await self._tell(job, job.requester, reason)
         if tell_worker:
-            await self._tell(job, job.worker.session, reason)
+            await self._tell(job, job.worker, reason)
 
     async def _tell(self, job: Job, to: SessionId, reason: MediaEndReason) -> None:
         payload: dict[str, Any] = {"room": job.room, "job": job.id, "kind": job.kind.value,

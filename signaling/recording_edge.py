@@ -36,20 +36,25 @@ from .protocol import (
 from .recordings import Recording, RecordingStore, new_recording_id
 from .rooms import Participant
 from .sessions import Session
+from .store import Tx
 from .workers import Job
 
 log = logging.getLogger(__name__)
 
 
+def _key(room: RoomId) -> str:
+    return "recording:" + room
+
+
 class RecordingEdge:
-    def __init__(self, edge: SignalingEdge, media: MediaEdge, store: RecordingStore,
+    def __init__(self, edge: SignalingEdge, media: MediaEdge, files: RecordingStore,
                  secret: str, forwarding: ForwardEdge) -> None:
         self._edge = edge
+        self._state = edge.store
         self._media = media
         self._forwarding = forwarding
-        self._store = store
+        self._store = files
         self._secret = secret
-        self._active: dict[RoomId, Recording] = {}
         edge.handle(ClientEvent.RECORDING_START, self._start)
         edge.handle(ClientEvent.RECORDING_STOP, self._stop)
         edge.on_participant_left(self._participant_left)
@@ -57,28 +62,49 @@ class RecordingEdge:
         media.on_job_lost(MediaKind.RECORD, self._worker_lost)
         media.on_request(MediaKind.RECORD, self._requested)
 
-    def active(self, room: RoomId) -> Recording | None:
-        return self._active.get(room)
+    async def active(self, room: RoomId) -> Recording | None:
+        return await self._state.get(_key(room), Recording)
+
+    async def _save(self, rec: Recording) -> None:
+        await self._state.transact([], lambda tx: tx.put(_key(rec.room), rec))
+
+    async def _drop(self, rec: Recording) -> bool:
+        """Forget a room's recording; False when it was no longer `rec`."""
+
+        def drop(tx: Tx) -> bool:
+            found = tx.get(_key(rec.room), Recording)
+            if found is None or found.id != rec.id:
+                return False
+            tx.delete(_key(rec.room))
+            return True
+
+        return await self._state.transact([_key(rec.room)], drop)
 
     # -- events --------------------------------------------------------------------------
 
     async def _start(self, session: Session, data: object) -> Ack:
         room = parse_room_only(data)
-        return await self._requested(session, self._edge.rooms.member(session.id, room))
+        return await self._requested(session, await self._edge.rooms.member(session.id, room))
 
     async def _requested(self, session: Session, me: Participant) -> Ack:
         """`recording:start`, or `media:request {kind: "record"}`, which is the same."""
         room = me.room
         if not session.identity.grants.record:
             raise Forbidden("recording needs grant record")
-        if room in self._active:
-            raise Conflict(f"room {room!r} is being recorded already")
-        rec = self._active[room] = Recording(new_recording_id(), room, session.user, time.time())
+        rec = Recording(new_recording_id(), room, session.user, time.time())
+
+        def claim(tx: Tx) -> None:
+            if tx.get(_key(room), Recording) is not None:
+                raise Conflict(f"room {room!r} is being recorded already")
+            tx.put(_key(room), rec)
+
+        await self._state.transact([_key(room)], claim)
         try:
             await self._give_to_worker(rec, session, me)
-        except RtcError:
-            self._active.pop(room, None)
+        except BaseException:
+            await self._drop(rec)
             raise
+        await self._save(rec)
         seq = await self._announce(rec, rec.wire())
         log.info("recording %s of %s started by %s on worker %s", rec.id, room, me.user,
                  rec.worker)
@@ -88,7 +114,7 @@ class RecordingEdge:
                               requester: Participant) -> None:
         params: dict[str, Any] = {"recording": rec.id, "startedAt": int(rec.started_at * 1000),
                                   "by": rec.by}
-        forwarding = self._forwarding.job(rec.room)
+        forwarding = await self._forwarding.job(rec.room)
         if forwarding is not None:
             # Its worker already receives everyone: it can record without upstreams.
             params["tap"] = forwarding.id
@@ -98,10 +124,10 @@ class RecordingEdge:
 
     async def _stop(self, session: Session, data: object) -> Ack:
         room = parse_room_only(data)
-        self._edge.rooms.member(session.id, room)
+        await self._edge.rooms.member(session.id, room)
         if not session.identity.grants.record:
             raise Forbidden("recording needs grant record")
-        rec = self._active.get(room)
+        rec = await self.active(room)
         if rec is None:
             raise NotFound(f"room {room!r} is not being recorded")
         seq = await self._end(rec, by=session.user, reason="stopped")
@@ -109,10 +135,12 @@ class RecordingEdge:
 
     async def _end(self, rec: Recording, *, by: str | None, reason: str,
                    error: dict[str, str] | None = None) -> int:
-        self._active.pop(rec.room, None)
+        if not await self._drop(rec):
+            return 0  # ended already, maybe on another node
         if rec.job is not None:
             try:
-                await self._media.end_job(self._media.job(rec.job), MediaEndReason.RELEASED)
+                await self._media.end_job(await self._media.job(rec.job),
+                                          MediaEndReason.RELEASED)
             except NotFound:
                 pass  # its worker is gone already
         state: dict[str, Any] = {"recording": rec.id, "active": False, "by": by,
@@ -124,35 +152,38 @@ class RecordingEdge:
         return await self._announce(rec, state)
 
     async def _announce(self, rec: Recording, state: dict[str, Any]) -> int:
-        if self._edge.rooms.room(rec.room) is None:
+        try:
+            event = await self._edge.rooms.announce(rec.room, ServerEvent.RECORDING_STATE, state)
+        except NotFound:
             return 0  # nobody left to tell
-        event = self._edge.rooms.announce(rec.room, ServerEvent.RECORDING_STATE, state)
-        await self._edge.emit_room(event)
         return event.seq
 
-    def _join_fields(self, room: RoomId) -> Ack:
-        rec = self._active.get(room)
-        return {"recording": rec.wire() if rec is not None else None}
+    async def _join_fields(self, room: RoomId) -> Ack:
+        rec = await self.active(room)
+        return {"recording": rec.wire() if rec is not None and rec.job is not None else None}
 
     async def _participant_left(self, participant: Participant, reason: LeaveReason) -> None:
-        rec = self._active.get(participant.room)
-        if rec is not None and not participant.hidden and not self._edge.rooms.visible(rec.room):
+        if participant.hidden:
+            return
+        rec = await self.active(participant.room)
+        if rec is not None and not await self._edge.rooms.visible(rec.room):
             await self._end(rec, by=None, reason="room_empty")
 
     async def _worker_lost(self, job: Job) -> None:
-        rec = self._active.get(job.room)
+        rec = await self.active(job.room)
         if rec is None or rec.job != job.id:
             return
-        room = self._edge.rooms.room(rec.room)
+        room = await self._edge.rooms.room(rec.room)
         others = list(room.participants.values()) if room is not None else []
         for requester in others:
-            session = self._edge.sessions.get(requester.session)
+            session = await self._edge.sessions.get(requester.session)
             if session is None:
                 continue
             try:
                 await self._give_to_worker(rec, session, requester)
             except Unavailable:
                 break
+            await self._save(rec)
             log.warning("recording %s of %s moved to worker %s", rec.id, rec.room, rec.worker)
             await self._announce(rec, {**rec.wire(), "moved": True})
             return
@@ -213,7 +244,8 @@ class RecordingEdge:
     async def _delete(self, request: web.Request) -> web.Response:
         try:
             _, catalog = self._catalog(request)
-            if any(r.id == catalog["id"] for r in self._active.values()):
+            rec = await self.active(RoomId(str(catalog.get("room"))))
+            if rec is not None and rec.id == catalog["id"]:
                 raise Conflict("the recording is still running; stop it first")
             self._store.delete(str(catalog["id"]))
         except RtcError as exc:

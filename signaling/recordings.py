@@ -49,6 +49,15 @@ class Recording:
                 "startedAt": int(self.started_at * 1000), "worker": self.worker,
                 "upstream": self.upstream}
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "room": self.room, "by": self.by, "startedAt": self.started_at,
+                "job": self.job, "worker": self.worker, "upstream": self.upstream}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Recording:
+        return cls(id=d["id"], room=d["room"], by=d["by"], started_at=d["startedAt"],
+                   job=d["job"], worker=d["worker"], upstream=d["upstream"])
+
 
 def write_catalog(directory: Path, catalog: dict[str, Any]) -> None:
     """Replace `directory/catalog.json` atomically (write, fsync, rename)."""

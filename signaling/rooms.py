@@ -1,15 +1,15 @@
 """Rooms and their participants: membership, presence, seq, the replay log, signal routing.
 
 The service is transport-free: participants belong to sessions (opaque ids) and
-every change returns the room event it produced, already in wire shape, so the
-edge only delivers it. Each mutation assigns its seq without awaiting, so seq
-order is the order of the calls; each room keeps its last events for replay.
+every change returns the room event it produced, already in wire shape. A room is
+one document in the store; each change assigns the next seq in the transaction that
+records the event, so seq order is commit order on every node, and the store keeps
+each room's recent events for replay.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,9 @@ from .auth import Identity
 from .errors import Conflict, Forbidden, NotFound, RoomFull
 from .ids import ParticipantId, RoomId, SessionId, UserId
 from .protocol import STATE_KEYS, ConnectionState, LeaveReason, ServerEvent
+from .store import RoomEvent, Store, Tx
+
+__all__ = ["Joined", "Participant", "Room", "RoomEvent", "RoomService"]
 
 
 def _new_participant_id() -> ParticipantId:
@@ -41,45 +44,64 @@ class Participant:
         return {"id": self.id, "user": self.user, "name": self.name, "state": dict(self.state),
                 "connection": self.connection.value}
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "user": self.user, "name": self.name, "room": self.room,
+                "session": self.session, "meta": self.meta, "state": self.state,
+                "connection": self.connection.value, "hidden": self.hidden}
 
-@dataclass(frozen=True, slots=True)
-class RoomEvent:
-    """One room event as sent on the wire, and who caused it by a request (not sent to them)."""
-
-    room: RoomId
-    seq: int
-    name: ServerEvent
-    payload: dict[str, Any]
-    actor: ParticipantId | None = None
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Participant:
+        return cls(id=d["id"], user=d["user"], name=d["name"], room=d["room"],
+                   session=d["session"], meta=d["meta"], state=d["state"],
+                   connection=ConnectionState(d["connection"]), hidden=d["hidden"])
 
 
 @dataclass(slots=True)
 class Room:
     id: RoomId
-    log_size: int
     seq: int = 0
     participants: dict[ParticipantId, Participant] = field(default_factory=dict)
     hidden: dict[ParticipantId, Participant] = field(default_factory=dict)
-    log: deque[RoomEvent] = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.log = deque(maxlen=self.log_size)
-
-    def record(self, name: ServerEvent, payload: dict[str, Any],
+    def record(self, tx: Tx, name: ServerEvent, payload: dict[str, Any],
                actor: ParticipantId | None = None) -> RoomEvent:
         self.seq += 1
         event = RoomEvent(self.id, self.seq, name, {"room": self.id, "seq": self.seq, **payload},
                           actor)
-        self.log.append(event)
+        tx.record(event)
         return event
 
-    def since(self, seq: int) -> list[RoomEvent]:
-        """Events after `seq`; Conflict when the log no longer reaches back that far."""
-        if seq >= self.seq:
-            return []
-        if not self.log or self.log[0].seq > seq + 1:
-            raise Conflict(f"room {self.id!r} no longer has events after seq {seq}")
-        return [e for e in self.log if e.seq > seq]
+    def of_session(self, session: SessionId) -> Participant | None:
+        for p in (*self.participants.values(), *self.hidden.values()):
+            if p.session == session:
+                return p
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "seq": self.seq,
+                "participants": [p.to_dict() for p in self.participants.values()],
+                "hidden": [p.to_dict() for p in self.hidden.values()]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Room:
+        participants = [Participant.from_dict(p) for p in d["participants"]]
+        hidden = [Participant.from_dict(p) for p in d["hidden"]]
+        return cls(id=d["id"], seq=d["seq"], participants={p.id: p for p in participants},
+                   hidden={p.id: p for p in hidden})
+
+
+@dataclass(slots=True)
+class Memberships:
+    """The rooms a session is in, and its participant in each."""
+
+    rooms: dict[RoomId, ParticipantId] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rooms": self.rooms}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Memberships:
+        return cls(rooms=d["rooms"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,17 +113,22 @@ class Joined:
     seq: int
 
 
+def _room_key(room: RoomId) -> str:
+    return "room:" + room
+
+
+def _members_key(session: SessionId) -> str:
+    return "members:" + session
+
+
 class RoomService:
-    """All rooms of one node, kept in memory."""
+    """All rooms, kept in the store."""
 
-    def __init__(self, max_participants: int, log_size: int = 1024) -> None:
+    def __init__(self, store: Store, max_participants: int) -> None:
+        self._store = store
         self._max = max_participants
-        self._log_size = log_size
-        self._rooms: dict[RoomId, Room] = {}
-        # session -> its participants, one per room it joined
-        self._members: dict[SessionId, dict[RoomId, Participant]] = {}
 
-    def join(
+    async def join(
         self,
         session: SessionId,
         who: Identity,
@@ -121,105 +148,165 @@ class RoomService:
             raise Forbidden("only a service token may join hidden")
         if not granted and not who.grants.allows_room(room_id):
             raise Forbidden(f"token does not grant room {room_id!r}")
-        if room_id in self._members.get(session, ()):
-            raise Conflict(f"already in room {room_id!r} in this session")
-        room = self._rooms.get(room_id)
-        if room is None:
-            room = self._rooms[room_id] = Room(room_id, self._log_size)
-        elif not hidden and len(room.participants) >= self._max:
-            raise RoomFull(f"room {room_id!r} has {self._max} participants")
-        me = Participant(
-            id=_new_participant_id(), user=who.user, name=name or who.name,
-            room=room_id, session=session, meta=meta, hidden=hidden,
-        )
-        others = list(room.participants.values())
-        self._members.setdefault(session, {})[room_id] = me
-        if hidden:
-            room.hidden[me.id] = me
-            return Joined(participant=me, others=others, event=None, seq=room.seq)
-        room.participants[me.id] = me
-        event = room.record(ServerEvent.PARTICIPANT_JOINED,
-                            {"participant": me.public(), "polite": False}, actor=me.id)
-        return Joined(participant=me, others=others, event=event, seq=event.seq)
+        pid = _new_participant_id()
 
-    def leave(self, session: SessionId, room_id: RoomId,
-              reason: LeaveReason) -> tuple[Participant, RoomEvent | None]:
+        def join(tx: Tx) -> Joined:
+            mine = tx.get(_members_key(session), Memberships) or Memberships()
+            if room_id in mine.rooms:
+                raise Conflict(f"already in room {room_id!r} in this session")
+            room = tx.get(_room_key(room_id), Room)
+            if room is None:
+                room = Room(room_id)
+            elif not hidden and len(room.participants) >= self._max:
+                raise RoomFull(f"room {room_id!r} has {self._max} participants")
+            me = Participant(id=pid, user=who.user, name=name or who.name, room=room_id,
+                             session=session, meta=meta, hidden=hidden)
+            others = list(room.participants.values())
+            mine.rooms[room_id] = me.id
+            tx.put(_members_key(session), mine)
+            if hidden:
+                room.hidden[me.id] = me
+                tx.put(_room_key(room_id), room)
+                return Joined(participant=me, others=others, event=None, seq=room.seq)
+            room.participants[me.id] = me
+            event = room.record(tx, ServerEvent.PARTICIPANT_JOINED,
+                                {"participant": me.public(), "polite": False}, actor=me.id)
+            tx.put(_room_key(room_id), room)
+            return Joined(participant=me, others=others, event=event, seq=event.seq)
+
+        return await self._store.transact([_members_key(session), _room_key(room_id)], join)
+
+    async def leave(self, session: SessionId, room_id: RoomId,
+                    reason: LeaveReason) -> tuple[Participant, RoomEvent | None]:
         """Remove the session's participant; the event is None for a hidden one."""
-        mine = self._members.get(session, {})
-        me = mine.pop(room_id, None)
-        if me is None:
-            raise NotFound(f"not in room {room_id!r}")
-        if not mine:
-            self._members.pop(session, None)
-        room = self._rooms[room_id]
-        event = None
-        if me.hidden:
-            del room.hidden[me.id]
-        else:
-            del room.participants[me.id]
-            event = room.record(ServerEvent.PARTICIPANT_LEFT,
-                                {"id": me.id, "reason": reason.value},
-                                actor=me.id if reason is LeaveReason.LEAVE else None)
-        if not room.participants and not room.hidden:
-            del self._rooms[room_id]
-        return me, event
 
-    def update(self, session: SessionId, room_id: RoomId, state: dict[str, bool]) -> RoomEvent:
-        me = self.member(session, room_id)
-        if me.hidden:
-            raise Forbidden("a hidden participant has no presence")
-        me.state.update(state)
-        return self._rooms[room_id].record(
-            ServerEvent.PARTICIPANT_UPDATED, {"participant": me.public()}, actor=me.id)
+        def leave(tx: Tx) -> tuple[Participant, RoomEvent | None]:
+            mine = tx.get(_members_key(session), Memberships)
+            pid = mine.rooms.pop(room_id, None) if mine is not None else None
+            room = tx.get(_room_key(room_id), Room)
+            if pid is None or room is None:
+                raise NotFound(f"not in room {room_id!r}")
+            assert mine is not None
+            if mine.rooms:
+                tx.put(_members_key(session), mine)
+            else:
+                tx.delete(_members_key(session))
+            event = None
+            me = room.hidden.pop(pid, None)
+            if me is None:
+                me = room.participants.pop(pid)
+                event = room.record(tx, ServerEvent.PARTICIPANT_LEFT,
+                                    {"id": me.id, "reason": reason.value},
+                                    actor=me.id if reason is LeaveReason.LEAVE else None)
+            if room.participants or room.hidden:
+                tx.put(_room_key(room_id), room)
+            else:
+                tx.delete(_room_key(room_id))
+                tx.drop_log(room_id)
+            return me, event
 
-    def set_connection(self, session: SessionId, room_id: RoomId,
-                       connection: ConnectionState) -> RoomEvent | None:
-        """Mark a session's participant connected or reconnecting; None when unchanged."""
-        me = self.member(session, room_id)
-        if me.connection is connection or me.hidden:
-            return None
-        me.connection = connection
-        return self._rooms[room_id].record(ServerEvent.PARTICIPANT_UPDATED,
-                                           {"participant": me.public()})
+        return await self._store.transact([_members_key(session), _room_key(room_id)], leave)
 
-    def announce(self, room_id: RoomId, name: ServerEvent, payload: dict[str, Any],
-                 actor: ParticipantId | None = None) -> RoomEvent:
+    async def update(self, session: SessionId, room_id: RoomId,
+                     state: dict[str, bool]) -> RoomEvent:
+        def update(tx: Tx) -> RoomEvent:
+            room = self._room_in(tx, room_id)
+            me = _member_of(room, session, room_id)
+            if me.hidden:
+                raise Forbidden("a hidden participant has no presence")
+            me.state.update(state)
+            event = room.record(tx, ServerEvent.PARTICIPANT_UPDATED,
+                                {"participant": me.public()}, actor=me.id)
+            tx.put(_room_key(room_id), room)
+            return event
+
+        return await self._store.transact([_room_key(room_id)], update)
+
+    async def set_connection(self, session: SessionId, room_id: RoomId,
+                             connection: ConnectionState) -> RoomEvent | None:
+        """Mark a session's participant connected or reconnecting; None when unchanged
+        (or when it is no longer there)."""
+
+        def mark(tx: Tx) -> RoomEvent | None:
+            room = tx.get(_room_key(room_id), Room)
+            me = room.of_session(session) if room is not None else None
+            if room is None or me is None or me.connection is connection or me.hidden:
+                return None
+            me.connection = connection
+            event = room.record(tx, ServerEvent.PARTICIPANT_UPDATED, {"participant": me.public()})
+            tx.put(_room_key(room_id), room)
+            return event
+
+        return await self._store.transact([_room_key(room_id)], mark)
+
+    async def announce(self, room_id: RoomId, name: ServerEvent, payload: dict[str, Any],
+                       actor: ParticipantId | None = None) -> RoomEvent:
         """Record a room event that is not about membership (e.g. `recording:state`)."""
-        room = self._rooms.get(room_id)
-        if room is None:
-            raise NotFound(f"no room {room_id!r}")
-        return room.record(name, payload, actor)
 
-    def visible(self, room_id: RoomId) -> int:
+        def announce(tx: Tx) -> RoomEvent:
+            room = self._room_in(tx, room_id)
+            event = room.record(tx, name, payload, actor)
+            tx.put(_room_key(room_id), room)
+            return event
+
+        return await self._store.transact([_room_key(room_id)], announce)
+
+    async def visible(self, room_id: RoomId) -> int:
         """How many participants (hidden ones aside) a room has; 0 when it does not exist."""
-        room = self._rooms.get(room_id)
+        room = await self.room(room_id)
         return len(room.participants) if room is not None else 0
 
-    def member(self, session: SessionId, room_id: RoomId) -> Participant:
-        me = self._members.get(session, {}).get(room_id)
-        if me is None:
+    async def member(self, session: SessionId, room_id: RoomId) -> Participant:
+        room = await self.room(room_id)
+        if room is None:
             raise NotFound(f"not in room {room_id!r}")
-        return me
+        return _member_of(room, session, room_id)
 
-    def memberships(self, session: SessionId) -> dict[RoomId, Participant]:
-        return dict(self._members.get(session, {}))
+    async def memberships(self, session: SessionId) -> dict[RoomId, ParticipantId]:
+        mine = await self._store.get(_members_key(session), Memberships)
+        return dict(mine.rooms) if mine is not None else {}
 
-    def route(self, session: SessionId, room_id: RoomId,
-              to: ParticipantId) -> tuple[Participant, Participant]:
+    async def route(self, session: SessionId, room_id: RoomId,
+                    to: ParticipantId) -> tuple[Participant, Participant]:
         """Return (sender, target) for a signal; unknown and foreign targets look the same."""
-        me = self.member(session, room_id)
-        room = self._rooms[room_id]
+        room = await self.room(room_id)
+        if room is None:
+            raise NotFound(f"not in room {room_id!r}")
+        me = _member_of(room, session, room_id)
         target = room.participants.get(to) or room.hidden.get(to)
         if target is None or target.id == me.id:
             raise NotFound(f"no participant {to!r} in room {room_id!r}")
         return me, target
 
-    def replay(self, room_id: RoomId, after: int, me: ParticipantId) -> list[RoomEvent]:
-        """Events of a room after seq `after` that `me` would have been sent."""
-        return [e for e in self._rooms[room_id].since(after) if e.actor != me]
+    async def replay(self, room_id: RoomId, after: int,
+                     me: ParticipantId) -> list[RoomEvent]:
+        """Events of a room after seq `after` that `me` would have been sent; Conflict
+        when the log no longer reaches back that far."""
+        room = await self.room(room_id)
+        if room is None or after >= room.seq:
+            return []
+        events = await self._store.events(room_id, after)
+        if events is None:
+            raise Conflict(f"room {room_id!r} no longer has events after seq {after}")
+        return [e for e in events if e.actor != me]
 
-    def seq(self, room_id: RoomId) -> int:
-        return self._rooms[room_id].seq
+    async def seq(self, room_id: RoomId) -> int:
+        room = await self.room(room_id)
+        return room.seq if room is not None else 0
 
-    def room(self, room_id: RoomId) -> Room | None:
-        return self._rooms.get(room_id)
+    async def room(self, room_id: RoomId) -> Room | None:
+        return await self._store.get(_room_key(room_id), Room)
+
+    @staticmethod
+    def _room_in(tx: Tx, room_id: RoomId) -> Room:
+        room = tx.get(_room_key(room_id), Room)
+        if room is None:
+            raise NotFound(f"no room {room_id!r}")
+        return room
+
+
+def _member_of(room: Room, session: SessionId, room_id: RoomId) -> Participant:
+    me = room.of_session(session)
+    if me is None:
+        raise NotFound(f"not in room {room_id!r}")
+    return me

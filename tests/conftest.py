@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,11 @@ from signaling.app import create_app
 from signaling.auth import Grants, issue_token
 from signaling.client import SignalingClient
 from signaling.config import Config
+from signaling.memstore import MemoryStore
+from signaling.redisstore import RedisStore
+from signaling.store import Store
+
+from .redis_server import RedisServer
 
 TEST_SECRET = "test-secret-0123456789-0123456789-abcdef"
 
@@ -96,3 +102,52 @@ async def start_worker(node: Node) -> AsyncIterator[StartWorker]:
             return await stack.enter_async_context(media_worker(node, name, **options))
 
         yield start
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the whole run; tests keep apart by key prefix."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+_prefixes = itertools.count()
+
+
+def redis_prefix() -> str:
+    return f"t{next(_prefixes)}"
+
+
+StoreFactory = Callable[..., Awaitable[Store]]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    """Each store implementation in turn: `await make_store(log_size=..., log_age=...,
+    prefix=...)` makes a started one (Redis ones sharing `prefix` share state)."""
+    made: list[Store] = []
+    default_prefix = redis_prefix()
+
+    async def make(log_size: int = 4, log_age: float = 600.0,
+                   prefix: str | None = None) -> Store:
+        store: Store
+        if request.param == "memory":
+            store = MemoryStore(log_size=log_size, log_age=log_age)
+        else:
+            server: RedisServer = request.getfixturevalue("redis_server")
+            store = RedisStore(server.url, prefix or default_prefix, log_size=log_size,
+                               log_age=log_age)
+        await store.start()
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        await store.aclose()
+
+
+@pytest.fixture
+async def store(make_store: StoreFactory) -> Store:
+    return await make_store()

@@ -24,12 +24,14 @@ from media.worker import MediaWorker
 from .conftest import Node
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 5.0,
+async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0,
                      interval: float = 0.02) -> None:
-    """Poll `check` until it holds; TimeoutError after `timeout` seconds."""
+    """Poll `check` (a function or a coroutine function) until it holds; TimeoutError
+    after `timeout` seconds."""
     async with asyncio.timeout(timeout):
         while True:
-            if check():
+            held = check()
+            if held if isinstance(held, bool) else await held:
                 return
             await asyncio.sleep(interval)
 

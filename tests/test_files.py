@@ -230,6 +230,6 @@ async def test_relayed_files_expire(make_node: Any) -> None:
             assert resp.status == 200
     assert [p.name for p in node.config.file_dir.iterdir()] == ["ttl"]
     await asyncio.sleep(0.4)
-    node.server.app[RELAY].sweep()  # what the periodic sweeper does, now
+    await node.server.app[RELAY].sweep()  # what the periodic sweeper does, now
     assert list(node.config.file_dir.iterdir()) == []
-    assert node.server.app[EDGE].files.get("ttl").relay_done is False
+    assert (await node.server.app[EDGE].files.get("ttl")).relay_done is False

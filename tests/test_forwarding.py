@@ -63,7 +63,11 @@ async def test_a_room_above_the_mesh_limit_forwards_through_the_worker(
         # ...and the node knows it, though no job started or ended since the first join.
         registry = node.server.app[WORKERS]
         session = SessionId(str(worker._client.session))
-        await eventually(lambda: registry.worker(session).load == 18, timeout=5)
+
+        async def reported() -> bool:
+            return (await registry.worker(session)).load == 18
+
+        await eventually(reported, timeout=5)
         # A late subscriber sees every publisher's video within a second of connecting.
         dave = await join("dave")
         assert dave.forwarded is not None

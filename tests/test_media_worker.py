@@ -125,7 +125,11 @@ async def test_a_worker_that_goes_fails_its_jobs(node: Node, start_worker: Start
     assert ended[0].error is not None and ended[0].error["code"] == "unavailable"
     # The worker comes back with a new session, registers again and takes work again.
     registry = node.server.app[WORKERS]
-    await eventually(lambda: len(registry) == 1 and not worker.jobs, timeout=10)
+
+    async def back() -> bool:
+        return len(await registry.all()) == 1 and not worker.jobs
+
+    await eventually(back, timeout=10)
     result = await alice.echo_test(duration=1)
     assert result.report is not None and result.report["verdict"] != "failed"
 

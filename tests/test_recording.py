@@ -207,7 +207,11 @@ async def test_kill_9_of_the_worker_leaves_decodable_files_and_the_recording_mov
     doomed = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "signaling", "media-worker", "--url", node.url, env=env)
     try:
-        await eventually(lambda: len(workers) == 1, timeout=30)
+
+        async def registered() -> bool:
+            return len(await workers.all()) == 1
+
+        await eventually(registered, timeout=30)
         alice = await joined_with_record_grant(node, join)
         bob = await join("bob")
         bob_log = EventLog(bob._client)

@@ -5,6 +5,7 @@ from signaling.errors import Conflict, Forbidden, NotFound, RoomFull
 from signaling.ids import ParticipantId, RoomId, SessionId, UserId
 from signaling.protocol import ConnectionState, LeaveReason, ServerEvent
 from signaling.rooms import RoomService
+from signaling.store import Store
 
 R = RoomId("r")
 ANY = Grants(rooms=("*",), publish=True, subscribe=True)
@@ -18,87 +19,88 @@ def c(n: int) -> SessionId:
     return SessionId(f"s{n}")
 
 
-def test_join_lists_others_and_counts_seq() -> None:
-    rooms = RoomService(10)
-    a = rooms.join(c(1), who("ann"), R)
-    b = rooms.join(c(2), who("bob"), R, name="Bobby")
+async def test_join_lists_others_and_counts_seq(store: Store) -> None:
+    rooms = RoomService(store, 10)
+    a = await rooms.join(c(1), who("ann"), R)
+    b = await rooms.join(c(2), who("bob"), R, name="Bobby")
     assert (a.event.seq, b.event.seq) == (1, 2)
     assert b.event.name is ServerEvent.PARTICIPANT_JOINED and b.event.actor == b.participant.id
     assert a.others == [] and [p.id for p in b.others] == [a.participant.id]
     assert b.participant.name == "Bobby" and a.participant.name == "Ann"
     assert a.participant.id != b.participant.id
-    assert rooms.update(c(1), R, {"audio": True}).seq == 3
-    _, left = rooms.leave(c(2), R, LeaveReason.LEAVE)
+    assert (await rooms.update(c(1), R, {"audio": True})).seq == 3
+    _, left = await rooms.leave(c(2), R, LeaveReason.LEAVE)
     assert left is not None
     assert left.seq == 4 and left.payload == {"room": R, "seq": 4, "id": b.participant.id,
                                               "reason": "leave"}
 
 
-def test_same_user_on_two_connections_gets_two_participants() -> None:
-    rooms = RoomService(10)
-    ids = {rooms.join(c(n), who("ann"), R).participant.id for n in range(3)}
+async def test_same_user_on_two_connections_gets_two_participants(store: Store) -> None:
+    rooms = RoomService(store, 10)
+    ids = {(await rooms.join(c(n), who("ann"), R)).participant.id for n in range(3)}
     assert len(ids) == 3
 
 
-def test_grants_cap_and_duplicates() -> None:
-    rooms = RoomService(2)
+async def test_grants_cap_and_duplicates(store: Store) -> None:
+    rooms = RoomService(store, 2)
     with pytest.raises(Forbidden):
-        rooms.join(c(1), who("ann", Grants(rooms=("other",))), R)
-    rooms.join(c(1), who("ann"), R)
+        await rooms.join(c(1), who("ann", Grants(rooms=("other",))), R)
+    await rooms.join(c(1), who("ann"), R)
     with pytest.raises(Conflict):
-        rooms.join(c(1), who("ann"), R)
-    rooms.join(c(2), who("bob"), R)
+        await rooms.join(c(1), who("ann"), R)
+    await rooms.join(c(2), who("bob"), R)
     with pytest.raises(RoomFull):
-        rooms.join(c(3), who("cat"), R)
+        await rooms.join(c(3), who("cat"), R)
 
 
-def test_empty_rooms_are_dropped_and_seq_restarts() -> None:
-    rooms = RoomService(10)
-    rooms.join(c(1), who("ann"), R)
-    rooms.leave(c(1), R, LeaveReason.LEAVE)
-    assert rooms.room(R) is None
-    assert rooms.memberships(c(1)) == {}
-    assert rooms.join(c(1), who("ann"), R).event.seq == 1
+async def test_empty_rooms_are_dropped_and_seq_restarts(store: Store) -> None:
+    rooms = RoomService(store, 10)
+    await rooms.join(c(1), who("ann"), R)
+    await rooms.leave(c(1), R, LeaveReason.LEAVE)
+    assert await rooms.room(R) is None
+    assert await rooms.memberships(c(1)) == {}
+    assert (await rooms.join(c(1), who("ann"), R)).event.seq == 1
 
 
-def test_route_only_within_the_room() -> None:
-    rooms = RoomService(10)
-    a = rooms.join(c(1), who("ann"), R).participant
-    b = rooms.join(c(2), who("bob"), R).participant
-    x = rooms.join(c(3), who("eve"), RoomId("elsewhere")).participant
-    assert rooms.route(c(1), R, b.id) == (a, b)
+async def test_route_only_within_the_room(store: Store) -> None:
+    rooms = RoomService(store, 10)
+    a = (await rooms.join(c(1), who("ann"), R)).participant
+    b = (await rooms.join(c(2), who("bob"), R)).participant
+    x = (await rooms.join(c(3), who("eve"), RoomId("elsewhere"))).participant
+    assert await rooms.route(c(1), R, b.id) == (a, b)
     for target in (x.id, ParticipantId("Pnope"), a.id):
         with pytest.raises(NotFound):
-            rooms.route(c(1), R, target)
+            await rooms.route(c(1), R, target)
     with pytest.raises(NotFound):  # sender not in the room
-        rooms.route(c(3), R, a.id)
+        await rooms.route(c(3), R, a.id)
 
 
-def test_call_parties_join_without_a_room_grant() -> None:
-    rooms = RoomService(10)
+async def test_call_parties_join_without_a_room_grant(store: Store) -> None:
+    rooms = RoomService(store, 10)
     locked = who("ann", Grants(rooms=("elsewhere",)))
-    assert rooms.join(c(1), locked, R, granted=True).participant.user == "ann"
+    assert (await rooms.join(c(1), locked, R, granted=True)).participant.user == "ann"
 
 
-def test_replay_skips_own_requests_but_not_server_events() -> None:
-    rooms = RoomService(10)
-    a = rooms.join(c(1), who("ann"), R).participant
-    rooms.join(c(2), who("bob"), R)                                   # 2, seen by ann
-    rooms.update(c(1), R, {"audio": True})                            # 3, ann's own
-    assert rooms.set_connection(c(1), R, ConnectionState.RECONNECTING).seq == 4
-    assert rooms.set_connection(c(1), R, ConnectionState.RECONNECTING) is None
-    rooms.update(c(2), R, {"video": True})                            # 5
-    assert [e.seq for e in rooms.replay(R, 1, a.id)] == [2, 4, 5]
-    assert rooms.replay(R, 5, a.id) == []
-    assert rooms.member(c(1), R).public()["connection"] == "reconnecting"
+async def test_replay_skips_own_requests_but_not_server_events(store: Store) -> None:
+    rooms = RoomService(store, 10)
+    a = (await rooms.join(c(1), who("ann"), R)).participant
+    await rooms.join(c(2), who("bob"), R)                                   # 2, seen by ann
+    await rooms.update(c(1), R, {"audio": True})                            # 3, ann's own
+    assert (await rooms.set_connection(c(1), R, ConnectionState.RECONNECTING)).seq == 4
+    assert await rooms.set_connection(c(1), R, ConnectionState.RECONNECTING) is None
+    await rooms.update(c(2), R, {"video": True})                            # 5
+    assert [e.seq for e in await rooms.replay(R, 1, a.id)] == [2, 4, 5]
+    assert await rooms.replay(R, 5, a.id) == []
+    assert (await rooms.member(c(1), R)).public()["connection"] == "reconnecting"
 
 
-def test_replay_beyond_the_log_is_a_conflict() -> None:
-    rooms = RoomService(10, log_size=4)
-    a = rooms.join(c(1), who("ann"), R).participant
+async def test_replay_beyond_the_log_is_a_conflict(store: Store) -> None:
+    rooms = RoomService(store, 10)
+    a = (await rooms.join(c(1), who("ann"), R)).participant
     for i in range(8):
-        rooms.update(c(1), R, {"audio": bool(i % 2)})
-    assert [e.seq for e in rooms.room(R).log] == [6, 7, 8, 9]
-    assert rooms.replay(R, 5, ParticipantId("Pother"))[0].seq == 6
+        await rooms.update(c(1), R, {"audio": bool(i % 2)})
+    assert await store.events(R, 0) is None  # 1-5 are gone
+    assert [e.seq for e in await store.events(R, 5) or []] == [6, 7, 8, 9]
+    assert (await rooms.replay(R, 5, ParticipantId("Pother")))[0].seq == 6
     with pytest.raises(Conflict):
-        rooms.replay(R, 4, a.id)
+        await rooms.replay(R, 4, a.id)

@@ -1,0 +1,219 @@
+"""The in-memory store of a single node (the embedded default).
+
+Documents are kept as the objects themselves, so a transaction changes them in place
+and a snapshot from `get` is the live object: callers treat both as read-only outside
+a transaction, as they must with the Redis store. Transaction functions run without
+awaiting, so they are atomic; their writes, events and timers apply when they return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any
+
+from .ids import RoomId
+from .store import D, Doc, EventListener, ResyncListener, RoomEvent, Store, T, TimerHandler, Tx
+
+log = logging.getLogger(__name__)
+
+
+class MemoryStore(Store):
+    def __init__(self, log_size: int = 1024, log_age: float = 600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._log_size = log_size
+        self._log_age = log_age
+        self._clock = clock
+        self._docs: dict[str, Doc] = {}
+        self._expiry: dict[str, float] = {}
+        self._sets: dict[str, set[str]] = {}
+        # room -> its recent events, each with the time it was recorded
+        self._logs: dict[RoomId, deque[tuple[float, RoomEvent]]] = {}
+        self._listeners: list[EventListener] = []
+        self._handlers: dict[str, TimerHandler] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def transact(self, keys: Iterable[str], fn: Callable[[Tx], T]) -> T:
+        tx = _MemoryTx(self)
+        result = fn(tx)
+        events = tx.commit()
+        for event in events:
+            for listener in self._listeners:
+                await listener(event)
+        return result
+
+    async def get(self, key: str, kind: type[D]) -> D | None:
+        return self._doc(key, kind)
+
+    async def get_many(self, keys: list[str], kind: type[D]) -> list[D | None]:
+        return [self._doc(k, kind) for k in keys]
+
+    def _doc(self, key: str, kind: type[D]) -> D | None:
+        until = self._expiry.get(key)
+        if until is not None and until <= self._clock():
+            self._docs.pop(key, None)
+            del self._expiry[key]
+        doc = self._docs.get(key)
+        assert doc is None or isinstance(doc, kind), (key, doc)
+        return doc
+
+    async def members(self, key: str) -> set[str]:
+        return set(self._sets.get(key, ()))
+
+    async def events(self, room: RoomId, after: int) -> list[RoomEvent] | None:
+        entries = self._logs.get(room)
+        if entries is not None:
+            self._trim(entries)
+        if not entries or entries[0][1].seq > after + 1:
+            return None
+        return [e for _, e in entries if e.seq > after]
+
+    def _trim(self, entries: deque[tuple[float, RoomEvent]]) -> None:
+        horizon = self._clock() - self._log_age
+        while entries and entries[0][0] < horizon:
+            entries.popleft()
+
+    def on_event(self, listener: EventListener) -> None:
+        self._listeners.append(listener)
+
+    def on_resync(self, listener: ResyncListener) -> None:
+        pass  # one node, no feed to lose
+
+    def on_timer(self, prefix: str, handler: TimerHandler) -> None:
+        self._handlers[prefix] = handler
+
+    @property
+    def healthy(self) -> bool:
+        return True
+
+    async def start(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- applied by a committed transaction ---------------------------------------------
+
+    def _put(self, key: str, doc: Doc, ttl: float | None) -> None:
+        self._docs[key] = doc
+        if ttl is None:
+            self._expiry.pop(key, None)
+        else:
+            self._expiry[key] = self._clock() + ttl
+            if len(self._expiry) > 4096 and len(self._expiry) % 1024 == 0:
+                self._sweep()
+
+    def _sweep(self) -> None:
+        now = self._clock()
+        for key, until in list(self._expiry.items()):
+            if until <= now:
+                self._docs.pop(key, None)
+                del self._expiry[key]
+
+    def _delete(self, key: str) -> None:
+        self._docs.pop(key, None)
+        self._expiry.pop(key, None)
+
+    def _add(self, key: str, member: str) -> None:
+        self._sets.setdefault(key, set()).add(member)
+
+    def _discard(self, key: str, member: str) -> None:
+        members = self._sets.get(key)
+        if members is not None:
+            members.discard(member)
+            if not members:
+                del self._sets[key]
+
+    def _record(self, event: RoomEvent) -> None:
+        entries = self._logs.get(event.room)
+        if entries is None:
+            entries = self._logs[event.room] = deque(maxlen=self._log_size)
+        entries.append((self._clock(), event))
+
+    def _drop_log(self, room: RoomId) -> None:
+        self._logs.pop(room, None)
+
+    def _schedule(self, timer: str, delay: float) -> None:
+        self._cancel(timer)
+        self._timers[timer] = asyncio.get_running_loop().call_later(delay, self._fire, timer)
+
+    def _cancel(self, timer: str) -> None:
+        handle = self._timers.pop(timer, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _fire(self, timer: str) -> None:
+        del self._timers[timer]
+        for prefix, handler in self._handlers.items():
+            if timer.startswith(prefix):
+                self._spawn(_guard(timer, handler(timer[len(prefix):])))
+                return
+        log.warning("no handler for timer %s", timer)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def _guard(timer: str, coro: Awaitable[None]) -> None:
+    try:
+        await coro
+    except Exception:
+        log.exception("timer %s failed", timer)
+
+
+class _MemoryTx(Tx):
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self._ops: list[Callable[[], None]] = []
+        self._events: list[RoomEvent] = []
+        self._docs: dict[str, Doc | None] = {}
+
+    def get(self, key: str, kind: type[D]) -> D | None:
+        if key in self._docs:
+            doc = self._docs[key]
+            assert doc is None or isinstance(doc, kind)
+            return doc
+        return self._store._doc(key, kind)
+
+    def put(self, key: str, doc: Doc, ttl: float | None = None) -> None:
+        self._docs[key] = doc
+        self._ops.append(lambda: self._store._put(key, doc, ttl))
+
+    def delete(self, key: str) -> None:
+        self._docs[key] = None
+        self._ops.append(lambda: self._store._delete(key))
+
+    def add(self, key: str, member: str) -> None:
+        self._ops.append(lambda: self._store._add(key, member))
+
+    def discard(self, key: str, member: str) -> None:
+        self._ops.append(lambda: self._store._discard(key, member))
+
+    def record(self, event: RoomEvent) -> None:
+        self._events.append(event)
+        self._ops.append(lambda: self._store._record(event))
+
+    def drop_log(self, room: RoomId) -> None:
+        self._ops.append(lambda: self._store._drop_log(room))
+
+    def schedule(self, timer: str, delay: float) -> None:
+        self._ops.append(lambda: self._store._schedule(timer, delay))
+
+    def cancel(self, timer: str) -> None:
+        self._ops.append(lambda: self._store._cancel(timer))
+
+    def commit(self) -> list[RoomEvent]:
+        for op in self._ops:
+            op()
+        return self._events
