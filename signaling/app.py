@@ -20,6 +20,7 @@ from .memstore import MemoryStore
 from .push import LogPush, PushHook, WebhookPush
 from .recording_edge import RecordingEdge
 from .recordings import RecordingStore
+from .redismanager import RedisManager
 from .redisstore import RedisStore
 from .rooms import RoomService
 from .store import Store
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 ROOMS = web.AppKey("rooms", RoomService)
 STORE = web.AppKey("store", Store)
 HEARTBEAT = web.AppKey("heartbeat", Heartbeat)
+MANAGER = web.AppKey("manager", RedisManager)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 EDGE = web.AppKey("edge", SignalingEdge)
 RELAY = web.AppKey("relay", FileRelay)
@@ -47,12 +49,12 @@ def create_app(config: Config) -> web.Application:
     app = web.Application()
     node = "N" + secrets.token_hex(6)
     store: Store
-    manager: socketio.AsyncManager | None = None
+    manager: RedisManager | None = None
     if config.redis_url:
         store = RedisStore(config.redis_url, config.redis_prefix, config.room_log_size,
                            config.room_log_age)
-        manager = socketio.AsyncRedisManager(config.redis_url,
-                                             channel=config.redis_prefix + ":socketio")
+        manager = app[MANAGER] = RedisManager(config.redis_url,
+                                              channel=config.redis_prefix + ":socketio")
         app[HEARTBEAT] = Heartbeat(store, node, config.node_heartbeat, config.node_timeout)
     else:
         store = MemoryStore(config.room_log_size, config.room_log_age)
@@ -111,4 +113,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     if heartbeat is not None:
         await heartbeat.aclose()
     await app[SIO].shutdown()
+    manager = app.get(MANAGER)
+    if manager is not None:
+        await manager.aclose()
     await store.aclose()
