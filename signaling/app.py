@@ -86,9 +86,23 @@ def create_app(config: Config) -> web.Application:
                                    config.file_ttl, config.secret, edge.files, edge.file_changed)
     relay.add_routes(app)
     add_routes(app, config)
+    app.router.add_get("/readyz", _readyz)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_drain)
     return app
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    """Ready for new connections: the store (with the Redis client manager's feed, when
+    there are several nodes) answers and the node is not draining. A load balancer sends
+    new clients elsewhere while this is 503."""
+    app = request.app
+    manager = app.get(MANAGER)
+    store = app[STORE].healthy and (manager is None or manager.subscribed)
+    draining = app[EDGE].draining
+    ready = store and not draining
+    return web.json_response({"ok": ready, "store": store, "draining": draining},
+                             status=200 if ready else 503)
 
 
 async def _drain(app: web.Application) -> None:

@@ -38,6 +38,8 @@ class Dedup:
             future.set_exception(exc)
             future.exception()  # retrieved: a retry waiting on it re-raises, nobody else
             raise
+        if _transient(ack):
+            self._seen.pop(cid, None)  # a retry should try again, not get this again
         future.set_result(ack)
         return ack
 
@@ -50,3 +52,25 @@ class Dedup:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+    def export(self, last: int = 64) -> dict[str, Ack]:
+        """The latest acks already made (what a retry on another node needs)."""
+        self._expire(time.monotonic())
+        done = [(cid, f.result()) for cid, (_, f) in self._seen.items()
+                if f.done() and not f.cancelled() and f.exception() is None]
+        return dict(done[-last:])
+
+    def load(self, acks: dict[str, Ack]) -> None:
+        """Remember acks made on another node (a session that resumed here)."""
+        until = time.monotonic() + self._window
+        loop = asyncio.get_running_loop()
+        for cid, ack in acks.items():
+            if cid not in self._seen:
+                future: asyncio.Future[Ack] = loop.create_future()
+                future.set_result(ack)
+                self._seen[cid] = (until, future)
+
+
+def _transient(ack: Ack) -> bool:
+    error = ack.get("error") if ack.get("ok") is False else None
+    return isinstance(error, dict) and error.get("code") in ("unavailable", "internal")

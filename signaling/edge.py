@@ -369,8 +369,14 @@ class SignalingEdge:
                 return self._error(event, sid, exc)
             if cid is None:
                 return await self._act(event, sid, handler, session, data)
-            return await self.sessions.dedup(session.id).run(
+            ack = await self.sessions.dedup(session.id).run(
                 cid, lambda: self._act(event, sid, handler, session, data))
+            if self.sessions.local(ConnectionId(sid)) is None:
+                # The transport went while this ran: the ack is lost, a retry may come
+                # to another node.
+                with contextlib.suppress(RtcError):
+                    await self.sessions.save_acks(session.id)
+            return ack
 
         return handle
 

@@ -21,6 +21,7 @@ NOT_BUILT = "The web client is not built: run `npm ci && npm run build` in web/.
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Alive: the process answers (a load balancer or orchestrator restarts it if not)."""
     return web.json_response({"ok": True})
 
 

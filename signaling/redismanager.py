@@ -1,24 +1,58 @@
-"""python-socketio's Redis client manager, closable: the stock one never stops its
-listener or closes its connections, which outlive the app (and leak in tests)."""
+"""python-socketio's Redis client manager, with two changes for a service that must
+recover from a Redis restart by itself:
+
+- its listener reconnects with a backoff capped at two seconds (the stock one doubles
+  up to a minute, so cross-node emits stayed lost long after Redis was back);
+- it closes its connections: on a reconnect, and when the app stops (the stock one
+  never stops its listener and leaves old connections to the garbage collector).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import socketio
 
+RETRY_MIN, RETRY_MAX = 0.1, 2.0
+
 
 class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
-    async def aclose(self) -> None:
-        task: Any = getattr(self, "thread", None)
-        if isinstance(task, asyncio.Task):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+    subscribed = False
+
+    async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
+        delay = RETRY_MIN
+        while True:
+            try:
+                await self._close_connections()
+                self._redis_connect()
+                await self.pubsub.subscribe(self.channel)
+                self.subscribed = True
+                delay = RETRY_MIN
+                async for message in self.pubsub.listen():
+                    yield message
+            except Exception as exc:
+                if self.subscribed:
+                    self._get_logger().error("Redis client manager lost its feed: %r", exc)
+                self.subscribed = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+
+    async def _close_connections(self) -> None:
+        """Close the previous connection before making a new one (the stock manager
+        drops it, leaking its sockets)."""
         for name in ("pubsub", "redis"):
             conn: Any = getattr(self, name, None)
             if conn is not None:
                 with contextlib.suppress(Exception):
-                    await conn.aclose()
+                    await asyncio.wait_for(conn.aclose(), 2)
+
+    async def aclose(self) -> None:
+        task: Any = getattr(self, "thread", None)
+        if isinstance(task, asyncio.Task):
+            task.cancel()
+            # Bounded: redis-py cancelled mid-read may not finish until its socket closes.
+            await asyncio.wait([task], timeout=2)
+        await self._close_connections()

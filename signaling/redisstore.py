@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as redis
-from redis.asyncio.client import Pipeline
+from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, WatchError
@@ -74,6 +74,8 @@ class RedisStore(Store):
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._locks = _KeyLocks()
+        self._pubsub: PubSub | None = None
+        self._closing = False
 
     # -- the interface ------------------------------------------------------------------
 
@@ -156,10 +158,20 @@ class RedisStore(Store):
             log.error("Redis is unreachable; the node starts not ready")
 
     async def aclose(self) -> None:
-        for task in [*self._loops, *self._tasks]:
+        # The loops stop by themselves at their next turn: cancelling redis-py in the
+        # middle of a command can leave it waiting forever on its connection's lock.
+        self._closing = True
+        tasks = [*self._loops, *self._tasks]
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=5)
+            for task in pending:
+                task.cancel()
+        if self._pubsub is not None:
+            await _close(self._pubsub)
         await self._redis.aclose()
+        await self._redis.connection_pool.disconnect()
 
     # -- internals ----------------------------------------------------------------------
 
@@ -172,8 +184,8 @@ class RedisStore(Store):
     async def _listen(self) -> None:
         delay = RECONNECT_MIN
         missed = False
-        while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        while not self._closing:
+            pubsub = self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._channel)
                 self._subscribed.set()
@@ -183,8 +195,8 @@ class RedisStore(Store):
                     log.info("store event feed is back; catching up")
                     for resync in self._resync:
                         await _guarded("resync", resync())
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
+                while not self._closing:
+                    message = await pubsub.get_message(timeout=0.25)
                     if message is None or message["type"] != "message":
                         continue
                     event = RoomEvent.from_dict(json.loads(message["data"]))
@@ -198,16 +210,13 @@ class RedisStore(Store):
                 self._subscribed.clear()
                 self._healthy = False
                 missed = True
-            finally:
-                try:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                except (RedisError, OSError):
-                    pass
+            await _close(pubsub)
+            self._pubsub = None
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX)
 
     async def _poll_timers(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(TIMER_POLL)
             try:
                 due: Any = await self._redis.zrangebyscore(self._timers_key, "-inf", time.time(),
@@ -276,6 +285,14 @@ class _Call:
             self._store._healthy = False
             raise Unavailable("the store is unreachable; try again shortly") from exc
         return False
+
+
+async def _close(pubsub: PubSub) -> None:
+    # Bounded: closing a pubsub whose reader was cancelled mid-read can wait forever.
+    try:
+        await asyncio.wait_for(pubsub.aclose(), 2)  # type: ignore[no-untyped-call]
+    except (RedisError, OSError, TimeoutError):
+        pass
 
 
 async def _guarded(what: str, coro: Coroutine[Any, Any, None] | Awaitable[None]) -> None:

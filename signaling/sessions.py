@@ -8,6 +8,7 @@ Connections are this node's own: the map from a connection to its session is loc
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import secrets
@@ -18,7 +19,7 @@ from typing import Any
 
 from .auth import Grants, Identity
 from .dedup import Dedup
-from .errors import Forbidden, NotFound
+from .errors import Forbidden, NotFound, RtcError
 from .ids import ConnectionId, SessionId, UserId
 from .store import Store, Tx
 
@@ -67,8 +68,26 @@ class Session:
                    ends_with_transport=d["endsWithTransport"])
 
 
+@dataclass(slots=True)
+class RecentAcks:
+    """A session's latest request acks, for a retry that reaches another node."""
+
+    acks: dict[str, dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"acks": self.acks}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RecentAcks:
+        return cls(acks=d["acks"])
+
+
 def _key(session: SessionId) -> str:
     return "session:" + session
+
+
+def _acks_key(session: SessionId) -> str:
+    return "acks:" + session
 
 
 def user_key(user: UserId) -> str:
@@ -148,7 +167,21 @@ class SessionService:
         entry = self._dedups.get(session.id)
         if entry is not None:
             self._dedups[session.id] = (0.0, entry[1])
+        elif claimed.node != self.node:
+            saved = await self._store.get(_acks_key(session.id), RecentAcks)
+            if saved is not None:
+                self.dedup(session.id).load(saved.acks)
         return session, replaced
+
+    async def save_acks(self, session_id: SessionId) -> None:
+        """Keep the session's latest acks in the store: it lost its transport, and its
+        client may resume (and retry what it got no ack for) on another node."""
+        entry = self._dedups.get(session_id)
+        if entry is None:
+            return
+        acks = RecentAcks(entry[1].export())
+        await self._store.transact(
+            [], lambda tx: tx.put(_acks_key(session_id), acks, ttl=self._dedup_window))
 
     async def detach(self, conn: ConnectionId) -> Session | None:
         """The transport is gone but the session may come back: start its grace period."""
@@ -156,6 +189,8 @@ class SessionService:
         if session_id is None:
             return None
         self._dedups_detached(session_id)
+        with contextlib.suppress(RtcError):  # a lost store must not keep it attached
+            await self.save_acks(session_id)
         return await self._detach(session_id, conn)
 
     async def _detach(self, session_id: SessionId, conn: ConnectionId | None) -> Session | None:

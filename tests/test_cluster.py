@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+import socketio
 
 from signaling.client import (
     CallIncoming,
@@ -165,3 +166,45 @@ async def test_file_progress_reaches_parties_and_watchers_on_other_nodes(
     for log in (bob_log, eve_log):
         done = await log.wait_for(FileState, lambda e: e.state == "done")
         assert done.bytes == 100
+
+
+async def _raw(url: str, auth: dict[str, Any]) -> tuple[socketio.AsyncClient, list[Any]]:
+    client = socketio.AsyncClient(reconnection=False)
+    got: list[Any] = []
+    client.on("session", got.append)
+    await client.connect(url, auth=auth, transports=["websocket"])
+    async with asyncio.timeout(5):
+        while not got:
+            await asyncio.sleep(0.01)
+    return client, got
+
+
+async def test_a_request_retried_on_another_node_acts_once(cluster: Cluster) -> None:
+    a, b = await cluster(2)
+    bob = await b.client("bob")
+    bob_log = EventLog(bob)
+    await bob.join("lobby")
+    first, got = await _raw(a.url, {"token": a.token("ann")})
+    await first.call("room:join", {"room": "lobby", "cid": "j1"}, timeout=5)
+    ack = await first.call("participant:update",
+                           {"room": "lobby", "state": {"audio": True}, "cid": "u1"}, timeout=5)
+    await first.eio.disconnect(abort=True)  # the ack was "lost": the client will retry
+    session = got[0]
+    second, _ = await _raw(b.url, {"token": b.token("ann"), "session": session["session"],
+                                   "resume": session["resume"], "lastSeq": {"lobby": 0}})
+    try:
+        again = await second.call("participant:update",
+                                  {"room": "lobby", "state": {"audio": True}, "cid": "u1"},
+                                  timeout=5)
+        assert again == ack
+        rejoin = await second.call("room:join", {"room": "lobby", "cid": "j1"}, timeout=5)
+        assert rejoin["ok"], rejoin
+        third = await second.call("participant:update",
+                                  {"room": "lobby", "state": {"audio": False}, "cid": "u2"},
+                                  timeout=5)
+        await bob_log.wait_for(ParticipantUpdated, lambda e: e.seq == third["seq"])
+        # u1, reconnecting, connected again, u2: the retry made no event of its own.
+        updates = [e.seq for e in bob_log.of(ParticipantUpdated) if e.participant.user == "ann"]
+        assert len(updates) == 4 and updates[0] == ack["seq"] and updates[-1] == third["seq"]
+    finally:
+        await second.disconnect()

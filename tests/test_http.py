@@ -1,9 +1,11 @@
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import ClientSession
 
+from signaling.app import EDGE
 from signaling.auth import verify_token
 from signaling.config import Env
 
@@ -72,3 +74,22 @@ async def test_unbuilt_web_client_says_how_to_build(make_node: Any, tmp_path: Pa
     node = await make_node(web_dir=tmp_path / "nowhere")
     status, text = await _get_text(node, "/")
     assert status == 503 and "npm" in text
+
+
+async def test_readyz_is_ready_until_the_node_drains(node: Node) -> None:
+    async with ClientSession() as http:
+        async with http.get(node.url + "/readyz") as resp:
+            assert (resp.status, await resp.json()) == (
+                200, {"ok": True, "store": True, "draining": False})
+        await node.client("ann")  # someone to wait for, so the drain takes a while
+        drain = asyncio.ensure_future(node.server.app[EDGE].drain())
+        try:
+            async with asyncio.timeout(5):
+                while True:
+                    async with http.get(node.url + "/readyz") as resp:
+                        if resp.status == 503:
+                            assert (await resp.json())["draining"] is True
+                            break
+                    await asyncio.sleep(0.02)
+        finally:
+            drain.cancel()
