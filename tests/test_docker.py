@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).parent.parent
 DOCKER = ROOT / "docker"
@@ -25,9 +26,12 @@ def _compose() -> list[str]:
     raise RuntimeError("no compose tool: ./scripts/test installs docker-compose")
 
 
-def _config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+COMPOSE_FILES = ("compose.yaml", "compose.cluster.yaml")
+
+
+def _config(env: dict[str, str], file: str = "compose.yaml") -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in ENV}
-    return subprocess.run([*_compose(), "-f", str(DOCKER / "compose.yaml"), "config"],
+    return subprocess.run([*_compose(), "-f", str(DOCKER / file), "config"],
                           env={**clean, **env}, capture_output=True, text=True, timeout=60)
 
 
@@ -38,9 +42,27 @@ def test_compose_file_is_accepted() -> None:
     assert "media-worker" in out.stdout and "MIKOTO_RTC_WORKER_URL" in out.stdout
 
 
+def test_cluster_compose_file_is_accepted() -> None:
+    out = _config(ENV, "compose.cluster.yaml")
+    assert out.returncode == 0, out.stderr
+    services = yaml.safe_load(out.stdout)["services"]
+    assert set(services) == {"redis", "node-1", "node-2", "nginx", "media-worker", "coturn"}
+    for node in ("node-1", "node-2"):
+        env = services[node]["environment"]
+        assert env["MIKOTO_RTC_REDIS_URL"] == "redis://redis:6379/0"
+        assert env["MIKOTO_RTC_SECRET"] == ENV["MIKOTO_RTC_SECRET"]
+    assert "--appendonly" in services["redis"]["command"]
+    # nginx gets the shipped configuration, which names these very nodes.
+    nginx_conf = (DOCKER / "nginx.conf").read_text()
+    assert any("nginx.conf" in str(v) for v in services["nginx"]["volumes"])
+    for node in ("node-1", "node-2"):
+        assert f"server {node}:8080" in nginx_conf
+
+
+@pytest.mark.parametrize("file", COMPOSE_FILES)
 @pytest.mark.parametrize("missing", sorted(ENV))
-def test_compose_refuses_to_run_without_its_secrets(missing: str) -> None:
-    out = _config({k: v for k, v in ENV.items() if k != missing})
+def test_compose_refuses_to_run_without_its_secrets(missing: str, file: str) -> None:
+    out = _config({k: v for k, v in ENV.items() if k != missing}, file)
     assert out.returncode != 0
 
 
