@@ -48,6 +48,7 @@ const DEFAULTS = {
   deflate: true, // offer permessage-deflate like browsers and the default client do
   maxSeconds: 300, // watchdog
   prefix: null, // room name prefix
+  peerUrl: null, // throughput/latency: receivers connect here (another node); default --url
 };
 
 function usage(msg) {
@@ -56,7 +57,8 @@ function usage(msg) {
     "usage: node loadgen.js --url URL --token T --mode throughput|latency|idle\n" +
       "  [--pairs P] [--window W] [--duration D] [--warmup S] [--rate R]\n" +
       "  [--conns N] [--room-size K] [--hold S] [--payload BYTES] [--kind description|candidate]\n" +
-      "  [--connect-concurrency C] [--connect-timeout S] [--no-deflate] [--max-seconds S] [--prefix P]",
+      "  [--connect-concurrency C] [--connect-timeout S] [--no-deflate] [--max-seconds S] [--prefix P]\n" +
+      "  [--peer-url URL]  (receivers connect there: relay between two nodes)",
   );
   process.exit(2);
 }
@@ -93,6 +95,7 @@ function parseArgs(argv) {
       case "--no-deflate": o.deflate = false; break;
       case "--max-seconds": o.maxSeconds = num(a, v()); break;
       case "--prefix": o.prefix = v(); break;
+      case "--peer-url": o.peerUrl = v(); break;
       case "-h": case "--help": usage(); break;
       default: usage(`unknown argument: ${a}`);
     }
@@ -173,8 +176,8 @@ function withTimeout(promise, ms, what) {
   ]).finally(() => clearTimeout(timer));
 }
 
-function connectClient() {
-  const sock = io(opt.url, {
+function connectClient(url = opt.url) {
+  const sock = io(url, {
     path: "/socket.io/",
     transports: ["websocket"],
     auth: { token: opt.token },
@@ -305,7 +308,7 @@ function extractTs(msg) {
 async function setupPairs(n, tag) {
   return pool(n, Math.max(1, Math.floor(opt.connectConcurrency / 2)), async (i) => {
     const room = `${opt.prefix}-${tag}-${i}`;
-    const [a, b] = await Promise.all([connectClient(), connectClient()]);
+    const [a, b] = await Promise.all([connectClient(), connectClient(opt.peerUrl || opt.url)]);
     await join(b, room);
     const ackA = await join(a, room);
     const peer = ackA.participants.find((p) => p.id !== ackA.self.id);

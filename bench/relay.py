@@ -246,9 +246,11 @@ def tail(path: Path, n: int = 30) -> str:
 class Loadgen:
     """One loadgen.js run; samples the server's /proc at its MARK lines."""
 
-    def __init__(self, procs: Procs, server_pid: int, url: str, token: str, args: list[str],
-                 timeout: float, log: Path) -> None:
-        self.server_pid = server_pid
+    def __init__(self, procs: Procs, server_pid: int | list[int], url: str, token: str,
+                 args: list[str], timeout: float, log: Path) -> None:
+        # Several pids: the servers' CPU is summed, and RSS is the first one's.
+        self.server_pids = server_pid if isinstance(server_pid, list) else [server_pid]
+        self.server_pid = self.server_pids[0]
         self.timeout = timeout
         self.marks: dict[str, dict[str, Any]] = {}
         self.holding = threading.Event()
@@ -276,7 +278,7 @@ class Loadgen:
                 if line.startswith("MARK "):
                     ev = json.loads(line[5:])
                     self.marks[ev["event"]] = {
-                        "cpu": cpu_seconds(self.server_pid),
+                        "cpu": sum(cpu_seconds(p) for p in self.server_pids),
                         "rss": rss_kb(self.server_pid),
                         "sys": system_cpu(),
                         "t": time.monotonic(),

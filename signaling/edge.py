@@ -359,7 +359,7 @@ class SignalingEdge:
     def _guarded(self, event: str, handler: Handler) -> Callable[..., Awaitable[Ack]]:
         async def handle(sid: str, *args: Any) -> Ack:
             try:
-                session = await self.sessions.by_connection(ConnectionId(sid))
+                session = self.sessions.attached(ConnectionId(sid))
                 if session is None:  # an event racing its own disconnect
                     raise BadRequest("not connected")
                 if len(args) > 1 or (not args and event not in _NO_PAYLOAD):

@@ -109,6 +109,9 @@ class SessionService:
         self._dedup_window = dedup_window
         self._on_expire = on_expire
         self._local: dict[ConnectionId, SessionId] = {}
+        # What the session was when this connection attached: every event reads it, and
+        # nothing an event checks (its id, identity, grants) changes while it is attached.
+        self._attached: dict[ConnectionId, Session] = {}
         # Request ids of sessions this node served lately (a retry usually comes back here).
         self._dedups: dict[SessionId, tuple[float, Dedup]] = {}
         store.on_timer(EXPIRE, self._expire)
@@ -127,6 +130,7 @@ class SessionService:
 
         await self._store.transact([], open_)
         self._local[conn] = session.id
+        self._attached[conn] = session
         return session
 
     async def claim(self, who: Identity, session_id: object, resume_token: object) -> Session:
@@ -163,7 +167,9 @@ class SessionService:
         session, replaced = await self._store.transact([_key(claimed.id)], reattach)
         if replaced is not None:
             self._local.pop(replaced, None)
+            self._attached.pop(replaced, None)
         self._local[conn] = session.id
+        self._attached[conn] = session
         entry = self._dedups.get(session.id)
         if entry is not None:
             self._dedups[session.id] = (0.0, entry[1])
@@ -186,6 +192,7 @@ class SessionService:
     async def detach(self, conn: ConnectionId) -> Session | None:
         """The transport is gone but the session may come back: start its grace period."""
         session_id = self._local.pop(conn, None)
+        self._attached.pop(conn, None)
         if session_id is None:
             return None
         self._dedups_detached(session_id)
@@ -241,6 +248,7 @@ class SessionService:
     async def end(self, conn: ConnectionId) -> Session | None:
         """The client closed the connection itself: the session ends now."""
         session_id = self._local.pop(conn, None)
+        self._attached.pop(conn, None)
         if session_id is None:
             return None
         self._dedups.pop(session_id, None)
@@ -313,11 +321,21 @@ class SessionService:
             tx.put(_key(session_id), session)
 
         await self._store.transact([_key(session_id)], mark)
+        for attached in self._attached.values():
+            if attached.id == session_id:
+                attached.ends_with_transport = True
 
     def local(self, conn: ConnectionId) -> SessionId | None:
         return self._local.get(conn)
 
+    def attached(self, conn: ConnectionId) -> Session | None:
+        """The session of one of this node's connections, as it was when it attached
+        (no store read: for each event)."""
+        return self._attached.get(conn)
+
     async def by_connection(self, conn: ConnectionId) -> Session | None:
+        """The session of one of this node's connections as the store has it now; None
+        when it moved on (resumed elsewhere, or detached while the store was away)."""
         session_id = self._local.get(conn)
         if session_id is None:
             return None
