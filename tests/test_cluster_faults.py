@@ -14,12 +14,13 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from signaling.auth import issue_token, room_grants
+from signaling.auth import Grants, issue_token, room_grants
 from signaling.client import (
     CallIncoming,
     CallStateChanged,
     ConnectionChanged,
     FileState,
+    MediaEnded,
     ParticipantLeft,
     ParticipantUpdated,
     RequestError,
@@ -211,3 +212,43 @@ async def test_nginx_spreads_websockets_and_pins_polling(
             for i, log in enumerate(logs):
                 got = await log.wait_for(SignalReceived)
                 assert got.sender == joined[i - 1].self_id
+
+
+@pytest.mark.media
+async def test_a_worker_on_a_killed_node_fails_its_jobs_and_comes_back_elsewhere(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    from media.worker import MediaWorker  # only the media tests pay for importing aiortc
+
+    env = {**FAST, "MIKOTO_RTC_REDIS_URL": redis_server.url,
+           "MIKOTO_RTC_REDIS_PREFIX": redis_prefix()}
+    with serving(**env) as doomed, serving(**env) as survivor, \
+            nginx([doomed.port, survivor.port], tmp_path / "nginx") as balanced:
+        worker = MediaWorker(doomed.url, lambda: issue_token(
+            SECRET, "worker", grants=Grants(rooms=("*",), service=True)),
+            recordings_dir=tmp_path / "recordings")
+        await worker.start()
+        try:
+            async with clients() as connect:
+                ann = await connect(survivor.url, "ann")
+                log = EventLog(ann)
+                await ann.join("echo-room")
+                job = await ann.request_media("echo-room", "echo", duration=60)
+                # The worker's node dies and the worker cannot reach another one: once the
+                # node's heartbeat stops, its jobs fail.
+                doomed.proc.kill()
+                ended = await log.wait_for(MediaEnded, timeout=15)
+                assert (ended.job, ended.reason) == (job.job, "worker_lost")
+                # The worker then reaches the survivor through nginx, registers again
+                # with a new session, and takes the next job.
+                worker._client.url = balanced
+                async with asyncio.timeout(30):
+                    while True:
+                        try:
+                            again = await ann.request_media("echo-room", "echo", duration=60)
+                            break
+                        except RequestError as exc:
+                            assert exc.code == "unavailable", exc
+                            await asyncio.sleep(0.2)
+                assert again.job != job.job and len(worker.jobs) == 1
+        finally:
+            await worker.close()
