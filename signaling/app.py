@@ -22,13 +22,11 @@ from .recording_edge import RecordingEdge
 from .recordings import RecordingStore
 from .redismanager import RedisManager
 from .redisstore import RedisStore
-from .rooms import RoomService
 from .store import Store
 from .workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
-ROOMS = web.AppKey("rooms", RoomService)
 STORE = web.AppKey("store", Store)
 HEARTBEAT = web.AppKey("heartbeat", Heartbeat)
 MANAGER = web.AppKey("manager", RedisManager)
@@ -73,7 +71,6 @@ def create_app(config: Config) -> web.Application:
     app[STORE] = store
     app[SIO] = sio
     edge = app[EDGE] = SignalingEdge(sio, config, store, node, push)
-    app[ROOMS] = edge.rooms
     store.on_timer(NODE, edge.node_lost)
     workers = app[WORKERS] = WorkerRegistry(store)
     media = MediaEdge(edge, workers, config)

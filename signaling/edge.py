@@ -55,7 +55,7 @@ from .protocol import (
     split_cid,
 )
 from .push import PushHook
-from .rooms import Participant, RoomEvent, RoomService
+from .rooms import Participant, RoomService
 from .sessions import Session, SessionService, node_key
 from .store import Store, Tx
 
@@ -342,7 +342,7 @@ class SignalingEdge:
                 left = await self._rooms.leave(session.id, room, reason)
             except NotFound:
                 continue  # left meanwhile, on another node
-            await self._left(*left, reason)
+            await self._left(left[0], reason)
         watching = await self._store.members(_watching_key(session.id))
         if watching:
             await self._store.transact([], lambda tx: _unwatch(tx, session.id, watching))
@@ -437,11 +437,10 @@ class SignalingEdge:
         me, event = await self._rooms.leave(session.id, req.room, LeaveReason.LEAVE)
         if session.connection is not None:
             self._fanout.detach(req.room, session.connection)
-        await self._left(me, event, LeaveReason.LEAVE)
+        await self._left(me, LeaveReason.LEAVE)
         return ok(seq=event.seq if event is not None else await self._rooms.seq(req.room))
 
-    async def _left(self, me: Participant, event: RoomEvent | None,
-                    reason: LeaveReason) -> None:
+    async def _left(self, me: Participant, reason: LeaveReason) -> None:
         for listener in self._left_listeners:
             try:
                 await listener(me, reason)
