@@ -128,7 +128,7 @@ async def test_a_session_resumes_on_another_node_with_replay(cluster: Cluster) -
     ann_log, bob_log = EventLog(ann), EventLog(bob)
     joined = await ann.join("lobby")
     b_joined = await bob.join("lobby")
-    session = ann.session
+    session, spent = ann.session, ann._resume
     ann.url = b.url  # as a load balancer sends the reconnect to another node
     await ann.drop_transport()
     await bob_log.wait_for(ParticipantUpdated, lambda e: e.participant.id == joined.self_id
@@ -147,8 +147,15 @@ async def test_a_session_resumes_on_another_node_with_replay(cluster: Cluster) -
     assert len([e for e in ann_log.of(ParticipantUpdated)
                 if e.participant.user == "bob"]) == 30
     assert not bob_log.of(ParticipantLeft)
-    # The resume token is single use on every node: the old one is refused on node A.
-    assert ann.connected
+    # The resume token was spent on node B: node A refuses it too.
+    raw = socketio.AsyncClient(reconnection=False)
+    refused: list[Any] = []
+    raw.on("connect_error", refused.append)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await raw.connect(a.url, auth={"token": a.token("ann"), "session": session,
+                                       "resume": spent}, transports=["websocket"])
+    assert refused and refused[0]["data"]["code"] == "forbidden"
+    await raw.disconnect()
 
 
 async def test_file_progress_reaches_parties_and_watchers_on_other_nodes(
