@@ -9,19 +9,23 @@ from collections.abc import AsyncIterator
 import socketio
 from aiohttp import web
 
+from . import transport
 from .config import Config
 from .edge import SignalingEdge
+from .fastjson import FastJson
 from .filerelay import FileRelay
 from .forward_edge import ForwardEdge
 from .heartbeat import NODE, Heartbeat
 from .http import CONFIG, add_routes
 from .media_edge import MediaEdge
 from .memstore import MemoryStore
+from .protocol import ClientEvent
 from .push import LogPush, PushHook, WebhookPush
 from .recording_edge import RecordingEdge
 from .recordings import RecordingStore
 from .redismanager import RedisManager
 from .redisstore import RedisStore
+from .sioserver import SignalingServer
 from .store import Store
 from .workers import WorkerRegistry
 
@@ -35,6 +39,10 @@ EDGE = web.AppKey("edge", SignalingEdge)
 RELAY = web.AppKey("relay", FileRelay)
 WORKERS = web.AppKey("workers", WorkerRegistry)
 RECORDINGS = web.AppKey("recordings", RecordingEdge)
+
+# Relayed at high rates and quick to handle: run in the connection's reader task.
+INLINE_EVENTS = frozenset({ClientEvent.SIGNAL.value, ClientEvent.PARTICIPANT_UPDATE.value,
+                           ClientEvent.FILE_PROGRESS.value, ClientEvent.PING.value})
 
 # engine.io's own frame cap: an SDP at the cap plus JSON framing must fit.
 PACKET_OVERHEAD = 16 * 1024
@@ -56,9 +64,11 @@ def create_app(config: Config) -> web.Application:
         app[HEARTBEAT] = Heartbeat(store, node, config.node_heartbeat, config.node_timeout)
     else:
         store = MemoryStore(config.room_log_size, config.room_log_age)
-    sio = socketio.AsyncServer(
+    sio = SignalingServer(
+        inline_events=INLINE_EVENTS,
         async_mode="aiohttp",
         client_manager=manager,
+        json=FastJson,
         cors_allowed_origins=list(config.cors_origins) or None,
         max_http_buffer_size=config.max_sdp_bytes + PACKET_OVERHEAD,
         ping_interval=config.ping_interval,
@@ -67,6 +77,7 @@ def create_app(config: Config) -> web.Application:
     push: PushHook = (WebhookPush(config.push_url, config.push_secret)
                       if config.push_url and config.push_secret else LogPush())
     sio.attach(app)
+    transport.configure(sio, deflate=config.ws_deflate)
     app[CONFIG] = config
     app[STORE] = store
     app[SIO] = sio

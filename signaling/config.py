@@ -82,6 +82,10 @@ class Config:
     # and its sessions are treated as disconnected.
     node_heartbeat: float = 1.0
     node_timeout: float = 5.0
+    # permessage-deflate on WebSockets: browsers always offer it, and it costs about
+    # 100 kB of memory per connection and a compression per recipient of each message
+    # (bench/README.md), for signaling messages that are small anyway.
+    ws_deflate: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -165,6 +169,11 @@ def _parse(name: str, type_name: Any, raw: str) -> Any:
             return float(raw)
         if kind == "Path":
             return Path(raw)
+        if kind == "bool":
+            value = raw.strip().lower()
+            if value not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(f"not a boolean: {raw!r}")
+            return value in ("1", "true", "yes", "on")
         if kind.startswith("tuple"):
             return tuple(part.strip() for part in raw.split(",") if part.strip())
     except ValueError as exc:

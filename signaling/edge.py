@@ -100,7 +100,7 @@ class SignalingEdge:
         self.calls = CallService(store, config.call_ring_timeout, config.call_max_callees,
                                  self._deliver)
         self.files = FileService(store, config.file_max_bytes, keep=config.file_ttl)
-        self._fanout = Fanout(self._emit_local, store.events, self._lost)
+        self._fanout = Fanout(self._encode, self._send_packet, store.events, self._lost)
         store.on_event(self._fanout.deliver)
         store.on_resync(self._resynced)
         self._file_states = Coalescer(FILE_STATE_INTERVAL, self._send_file_state, self._spawn)
@@ -173,6 +173,19 @@ class SignalingEdge:
 
     async def _emit_local(self, conn: ConnectionId, event: ServerEvent, payload: Ack) -> None:
         await self._sio.emit(event, payload, to=conn, ignore_queue=True)
+
+    def _encode(self, event: ServerEvent, payload: Ack) -> str:
+        """A Socket.IO event packet, encoded once for every connection it goes to."""
+        packet = self._sio.packet_class(socketio.packet.EVENT, namespace="/",
+                                        data=[event.value, payload])
+        encoded: str = packet.encode()
+        return encoded
+
+    async def _send_packet(self, conn: ConnectionId, packet: str) -> None:
+        """Send an encoded packet to one of this node's connections."""
+        eio_sid = self._sio.manager.eio_sid_from_sid(conn, "/")
+        if eio_sid is not None:
+            await self._sio.eio.send(eio_sid, packet)
 
     async def _lost(self, conn: ConnectionId, room: RoomId) -> None:
         """The connection missed room events that are gone from the log: drop it, so its

@@ -22,7 +22,9 @@ from .store import RoomEvent
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[ConnectionId, ServerEvent, dict[str, Any]], Awaitable[None]]
+# An event is encoded once, however many connections it goes to.
+Encode = Callable[[ServerEvent, dict[str, Any]], str]
+Send = Callable[[ConnectionId, str], Awaitable[None]]
 Fetch = Callable[[RoomId, int], Awaitable[list[RoomEvent] | None]]
 Lost = Callable[[ConnectionId, RoomId], Awaitable[None]]
 
@@ -34,8 +36,9 @@ class _Cursor:
 
 
 class Fanout:
-    def __init__(self, emit: Emit, fetch: Fetch, lost: Lost) -> None:
-        self._emit = emit
+    def __init__(self, encode: Encode, send: Send, fetch: Fetch, lost: Lost) -> None:
+        self._encode = encode
+        self._send_packet = send
         self._fetch = fetch
         self._lost = lost
         self._rooms: dict[RoomId, dict[ConnectionId, _Cursor]] = {}
@@ -71,9 +74,13 @@ class Fanout:
             return
         if event.seq > self._heard.get(event.room, 0):
             self._heard[event.room] = event.seq
+        packet: str | None = None
         for conn, cursor in list(cursors.items()):
             if event.seq == cursor.seq + 1:
-                await self._send(conn, cursor, event)
+                cursor.seq = event.seq
+                if event.actor != cursor.participant:
+                    packet = packet or self._encode(event.name, event.payload)
+                    await self._send_packet(conn, packet)
             elif event.seq > cursor.seq:
                 await self.catch_up(event.room, conn)
 
@@ -104,4 +111,4 @@ class Fanout:
     async def _send(self, conn: ConnectionId, cursor: _Cursor, event: RoomEvent) -> None:
         cursor.seq = event.seq
         if event.actor != cursor.participant:
-            await self._emit(conn, event.name, event.payload)
+            await self._send_packet(conn, self._encode(event.name, event.payload))

@@ -1,0 +1,64 @@
+"""The queue of packets engine.io keeps for each client, made cheaper to wait on.
+
+engine.io's writer waits for the next packet with `asyncio.wait_for(queue.get(), ...)`.
+With asyncio's Queue, `get()` is a coroutine, so every wait wraps it in a new Task: at
+signaling rates that was a tenth of a relayed message's cost. Here `get()` returns a
+Future, which `wait_for` awaits as it is. The queue has the methods engine.io uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+
+class PacketQueue:
+    def __init__(self) -> None:
+        self._items: deque[Any] = deque()
+        self._getters: deque[asyncio.Future[Any]] = deque()
+        self._unfinished = 0
+        self._finished = asyncio.Event()
+        self._finished.set()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, item: Any) -> None:
+        self._unfinished += 1
+        self._finished.clear()
+        while self._getters:
+            getter = self._getters.popleft()
+            if not getter.done():  # a getter that timed out is cancelled: skip it
+                getter.set_result(item)
+                return
+        self._items.append(item)
+
+    async def put(self, item: Any) -> None:
+        self.put_nowait(item)
+
+    def get_nowait(self) -> Any:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.popleft()
+
+    def get(self) -> asyncio.Future[Any]:
+        got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self._items:
+            got.set_result(self._items.popleft())
+        else:
+            self._getters.append(got)
+        return got
+
+    def task_done(self) -> None:
+        if self._unfinished > 0:
+            self._unfinished -= 1
+        if self._unfinished == 0:
+            self._finished.set()
+
+    async def join(self) -> None:
+        if self._unfinished:
+            await self._finished.wait()

@@ -1,0 +1,43 @@
+"""python-socketio's server with the hot events handled in the connection's own reader.
+
+python-socketio starts a task for every incoming event, so one handler that waits
+does not hold up the client's next events. For the events that are relayed at high
+rates and never wait for long (`signal`, presence, file progress, ping) that task is
+most of the cost of the event; they run inline instead, in order, in the task that
+reads the client's packets. Everything else keeps its own task (a `media:request`
+may wait seconds for a media worker). Its engine.io server keeps each client's
+outgoing packets in a `PacketQueue`, which is cheaper to wait on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import engineio
+import socketio
+
+from .packetqueue import PacketQueue
+
+
+class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
+    def create_queue(self, *args: Any, **kwargs: Any) -> PacketQueue:
+        return PacketQueue()
+
+
+class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
+    def __init__(self, *, inline_events: frozenset[str], **options: Any) -> None:
+        super().__init__(**options)
+        self._inline = inline_events
+
+    def _engineio_server_class(self) -> type[engineio.AsyncServer]:
+        return _EngineServer
+
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None,
+                            data: list[Any]) -> None:
+        if not data or data[0] not in self._inline:
+            await super()._handle_event(eio_sid, namespace, id, data)
+            return
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if self.manager.is_connected(sid, namespace):
+            await self._handle_event_internal(self, sid, eio_sid, data, namespace, id)

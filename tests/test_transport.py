@@ -1,0 +1,56 @@
+"""The node's transport choices: no permessage-deflate unless configured (a client
+offering it still connects), and a fast JSON codec that refuses nothing the standard
+one accepts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+import socketio
+
+from signaling.fastjson import FastJson
+
+from .conftest import Node, NodeFactory
+
+
+async def _offer_deflate(node: Node) -> int:
+    """Open an engine.io WebSocket offering permessage-deflate, as browsers do; the
+    window bits the node agreed to (0: not negotiated)."""
+    url = node.url + "/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, compress=15) as ws:
+        opened = await ws.receive_str()
+        assert opened.startswith("0{")  # engine.io "open": the connection works
+        return ws.compress
+
+
+async def test_deflate_is_off_by_default_and_a_client_offering_it_connects(node: Node) -> None:
+    assert await _offer_deflate(node) == 0
+
+
+async def test_deflate_can_be_turned_on(make_node: NodeFactory) -> None:
+    assert await _offer_deflate(await make_node(ws_deflate=True)) == 15
+
+
+@pytest.mark.parametrize("value", [
+    {"a": [1, 2.5, "é", None, True]}, 2**70, {"n": -(2**80)}, [1e308], "\u2028",
+])
+def test_fast_json_reads_and_writes_what_json_does(value: Any) -> None:
+    text = FastJson.dumps(value, separators=(",", ":"))
+    assert json.loads(text) == value
+    assert FastJson.loads(text) == value
+    assert FastJson.loads(json.dumps(value)) == value
+
+
+async def test_a_number_beyond_64_bits_gets_an_answer_not_a_dropped_connection(
+        node: Node) -> None:
+    client = socketio.AsyncClient(reconnection=False)
+    await client.connect(node.url, auth={"token": node.token("ann")}, transports=["websocket"])
+    try:
+        ack = await client.call("ping", {"t": 2**70}, timeout=5)
+        assert ack["ok"] is False or ack["t"] == 2**70
+        assert (await client.call("ping", {"t": 1}, timeout=5))["ok"] is True
+    finally:
+        await client.disconnect()
