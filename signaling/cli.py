@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from .app import create_app
 from .auth import Grants, issue_token
 from .config import Config, Env
 from .errors import ConfigError
-from .workerproc import embedded_workers
+from .workerproc import Children, embedded_workers
 
 # What a media worker that holds the secret mints itself: every room, hidden, nothing else.
 WORKER_GRANTS = Grants(rooms=("*",), service=True)
@@ -33,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (MIKOTO_RTC_PORT, default 8080)")
     serve.add_argument("--env", choices=[e.value for e in Env], help="dev or production")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING (MIKOTO_RTC_LOG_LEVEL)")
+    serve.add_argument("--workers", type=int, dest="processes",
+                       help="node processes on the port, e.g. one per core (MIKOTO_RTC_PROCESSES;"
+                            " more than 1 needs MIKOTO_RTC_REDIS_URL)")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     token = sub.add_parser("token", help="print a token signed with MIKOTO_RTC_SECRET")
     token.add_argument("--user", required=True, help="user id (the token's sub)")
@@ -91,8 +96,13 @@ def _serve(args: argparse.Namespace) -> None:
     config = Config.load(
         os.environ, host=args.host, port=args.port,
         env=Env(args.env) if args.env else None, log_level=args.log_level,
+        processes=args.processes,
     ).with_runtime_secret()
     _logging(config)
+    if config.processes > 1:
+        with asyncio.Runner(loop_factory=_event_loop) as runner:
+            runner.run(_supervise(config))
+        return
     app = create_app(config)
     if config.media_workers:
         app.cleanup_ctx.append(embedded_workers(config))
@@ -100,7 +110,37 @@ def _serve(args: argparse.Namespace) -> None:
     web.run_app(
         app, host=config.host, port=config.port,
         shutdown_timeout=config.shutdown_timeout, print=None, loop=_event_loop(),
+        reuse_port=args.reuse_port or None,
     )
+
+
+async def _supervise(config: Config) -> None:
+    """`serve --workers N`: N node processes listening on one port (the kernel spreads
+    connections over them), sharing state through Redis; restarted if one dies, all
+    stopped (each draining) on SIGTERM or SIGINT."""
+    secret = config.secret
+    assert secret is not None
+
+    def spawn(index: int) -> tuple[list[str], dict[str, str]]:
+        # The secret goes through the environment, not argv (any local user reads argv).
+        env = {**os.environ, "MIKOTO_RTC_SECRET": secret, "MIKOTO_RTC_PROCESSES": "1",
+               "MIKOTO_RTC_ENV": config.env.value, "MIKOTO_RTC_LOG_LEVEL": config.log_level,
+               # One set of media workers serves every process (through Redis).
+               "MIKOTO_RTC_MEDIA_WORKERS": str(config.media_workers if index == 0 else 0)}
+        return [sys.executable, "-m", "signaling", "serve", "--host", config.host,
+                "--port", str(config.port), "--reuse-port"], env
+
+    stop_after = config.drain_timeout + config.shutdown_timeout + 5
+    children = Children("node", config.processes, spawn, stop_timeout=stop_after)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    print(f"mikoto-rtc: {config.processes} node processes on "
+          f"http://{config.host}:{config.port}", flush=True)
+    children.start()
+    await stopping.wait()
+    await children.stop()
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:

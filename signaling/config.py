@@ -86,6 +86,9 @@ class Config:
     # 100 kB of memory per connection and a compression per recipient of each message
     # (bench/README.md), for signaling messages that are small anyway.
     ws_deflate: bool = False
+    # Node processes `serve` runs on one port (SO_REUSEPORT), to use every core of a
+    # machine; more than one shares state through Redis (redis_url).
+    processes: int = 1
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -109,6 +112,10 @@ class Config:
             raise ConfigError("push_url is set but push_secret is not")
         if self.redis_url and self.secret is None:
             raise ConfigError("redis_url is set but secret is not: nodes must share one secret")
+        if self.processes < 1:
+            raise ConfigError("processes must be at least 1")
+        if self.processes > 1 and not self.redis_url:
+            raise ConfigError("several processes share state through Redis: set redis_url")
         if self.node_timeout <= self.node_heartbeat:
             raise ConfigError("node_timeout must be longer than node_heartbeat")
         if self.env is Env.PRODUCTION:

@@ -1,8 +1,9 @@
-"""The media worker processes `mikoto-rtc serve` runs beside the node (the embedded default).
+"""Child processes of `mikoto-rtc serve`: the media workers it runs beside the node (the
+embedded default), and the node processes of `serve --workers N`.
 
-Each worker is a child process (`python -m signaling media-worker`) given the node's
-URL and secret through its environment (not argv, which any local user can read), so
-it mints itself a fresh service token for every connect. A worker that exits
+Each media worker is a child process (`python -m signaling media-worker`) given the
+node's URL and secret through its environment (not argv, which any local user can
+read), so it mints itself a fresh service token for every connect. A child that exits
 unexpectedly is started again after a capped backoff; on shutdown each one gets
 SIGTERM, then SIGKILL if it lingers.
 """
@@ -25,21 +26,26 @@ STOP_TIMEOUT = 5.0
 _BACKOFF = (0.5, 10.0)
 
 
-class WorkerProcesses:
-    def __init__(self, count: int, url: str, secret: str, capacity: int,
-                 log_level: str) -> None:
-        self._count = count
-        self._url = url
-        self._secret = secret
-        self._capacity = capacity
-        self._log_level = log_level
+# Given a child's index: its argv and its environment.
+Spawn = Callable[[int], tuple[list[str], dict[str, str]]]
+
+
+class Children:
+    """`count` child processes kept running: one that exits unexpectedly is started again
+    after a capped backoff; `stop()` sends SIGTERM, then SIGKILL after `stop_timeout`."""
+
+    def __init__(self, name: str, count: int, spawn: Spawn,
+                 stop_timeout: float = STOP_TIMEOUT) -> None:
+        self._name = name
+        self._spawn = spawn
+        self._stop_timeout = stop_timeout
         self._procs: list[asyncio.subprocess.Process | None] = [None] * count
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._keep(i), name=f"media-worker-proc:{i}")
-                       for i in range(self._count)]
+        self._tasks = [asyncio.create_task(self._keep(i), name=f"{self._name}-proc:{i}")
+                       for i in range(len(self._procs))]
 
     @property
     def pids(self) -> list[int]:
@@ -48,20 +54,15 @@ class WorkerProcesses:
     async def _keep(self, index: int) -> None:
         delay, longest = _BACKOFF
         while not self._stopping.is_set():
-            env = {**os.environ, "MIKOTO_RTC_WORKER_URL": self._url,
-                   "MIKOTO_RTC_SECRET": self._secret,
-                   "MIKOTO_RTC_WORKER_CAPACITY": str(self._capacity),
-                   "MIKOTO_RTC_LOG_LEVEL": self._log_level}
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "signaling", "media-worker", "--parent", str(os.getpid()),
-                env=env)
+            argv, env = self._spawn(index)
+            proc = await asyncio.create_subprocess_exec(*argv, env=env)
             self._procs[index] = proc
-            log.info("media worker %d started (pid %d)", index, proc.pid)
+            log.info("%s %d started (pid %d)", self._name, index, proc.pid)
             code = await proc.wait()
             if self._stopping.is_set():
                 return
-            log.warning("media worker %d (pid %d) exited with %s; restarting in %.1fs",
-                        index, proc.pid, code, delay)
+            log.warning("%s %d (pid %d) exited with %s; restarting in %.1fs",
+                        self._name, index, proc.pid, code, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, longest)
 
@@ -74,9 +75,9 @@ class WorkerProcesses:
             if proc is None:
                 continue
             try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+                await asyncio.wait_for(proc.wait(), self._stop_timeout)
             except TimeoutError:
-                log.warning("media worker pid %d ignored SIGTERM; killing it", proc.pid)
+                log.warning("%s pid %d ignored SIGTERM; killing it", self._name, proc.pid)
                 proc.kill()
                 await proc.wait()
         for task in self._tasks:
@@ -90,9 +91,17 @@ def embedded_workers(config: Config) -> Callable[[web.Application], AsyncIterato
     url = f"http://[{host}]:{config.port}" if ":" in host else f"http://{host}:{config.port}"
 
     async def run(app: web.Application) -> AsyncIterator[None]:
-        assert config.secret is not None
-        procs = WorkerProcesses(config.media_workers, url, config.secret,
-                                config.worker_capacity, config.log_level)
+        secret = config.secret
+        assert secret is not None
+
+        def spawn(index: int) -> tuple[list[str], dict[str, str]]:
+            env = {**os.environ, "MIKOTO_RTC_WORKER_URL": url, "MIKOTO_RTC_SECRET": secret,
+                   "MIKOTO_RTC_WORKER_CAPACITY": str(config.worker_capacity),
+                   "MIKOTO_RTC_LOG_LEVEL": config.log_level}
+            return [sys.executable, "-m", "signaling", "media-worker",
+                    "--parent", str(os.getpid())], env
+
+        procs = Children("media worker", config.media_workers, spawn)
         procs.start()
         yield
         await procs.stop()

@@ -46,6 +46,7 @@ def test_token_command_needs_the_secret() -> None:
     {"MIKOTO_RTC_ENV": "production"},
     {"MIKOTO_RTC_ENV": "production", "MIKOTO_RTC_SECRET": "dev-only-change-me"},
     {"MIKOTO_RTC_PORT": "not-a-port"},
+    {"MIKOTO_RTC_PROCESSES": "2"},  # several processes share state only through Redis
 ])
 def test_serve_refuses_bad_configuration(env: dict[str, str]) -> None:
     out = _cli("serve", **env)

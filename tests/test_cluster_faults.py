@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -252,3 +253,37 @@ async def test_a_worker_on_a_killed_node_fails_its_jobs_and_comes_back_elsewhere
                 assert again.job != job.job and len(worker.jobs) == 1
         finally:
             await worker.close()
+
+
+async def test_serve_workers_runs_processes_on_one_port_sharing_redis(
+        redis_server: RedisServer) -> None:
+    prefix = redis_prefix()
+    with serving(**FAST, MIKOTO_RTC_REDIS_URL=redis_server.url, MIKOTO_RTC_REDIS_PREFIX=prefix,
+                 MIKOTO_RTC_PROCESSES="2") as served:
+        async with clients() as connect:
+            everyone = [await connect(served.url, f"u{i}") for i in range(12)]
+            joined = [await c.join("lobby") for c in everyone]
+            r = aioredis.Redis.from_url(redis_server.url)
+            try:
+                nodes = {json.loads(await r.get(key))["node"]
+                         for key in await r.keys(f"{prefix}:session:*")}
+            finally:
+                await r.aclose()
+            assert len(nodes) == 2, "the kernel spreads connections over both processes"
+            logs = [EventLog(c) for c in everyone]
+            for i, client in enumerate(everyone):
+                await client.signal("lobby", joined[(i + 1) % 12].self_id, description=OFFER)
+            for i, log in enumerate(logs):
+                assert (await log.wait_for(SignalReceived)).sender == joined[i - 1].self_id
+        children = served.children()
+        assert len(children) == 2
+    # SIGTERM to the parent stopped every node process.
+    assert not [pid for pid in children if _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
