@@ -45,6 +45,16 @@ class PacketQueue:
             raise asyncio.QueueEmpty
         return self._items.popleft()
 
+    def drain(self) -> list[Any]:
+        """Everything queued, at once (without waiting)."""
+        items = list(self._items)
+        self._items.clear()
+        self._unfinished -= len(items)
+        if self._unfinished <= 0:
+            self._unfinished = 0
+            self._finished.set()
+        return items
+
     def get(self) -> asyncio.Future[Any]:
         got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self._items:

@@ -11,11 +11,13 @@ outgoing packets in a `PacketQueue`, which is cheaper to wait on.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import engineio
 import socketio
 
+from .eiosocket import EngineSocket
 from .packetqueue import PacketQueue
 
 
@@ -31,6 +33,13 @@ class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
 
     def _engineio_server_class(self) -> type[engineio.AsyncServer]:
         return _EngineServer
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        # engine.io made the client's socket just before this: give it the cheaper loop
+        # before its WebSocket handler starts.
+        with contextlib.suppress(KeyError):
+            self.eio._get_socket(eio_sid).__class__ = EngineSocket
+        return await super()._handle_eio_connect(eio_sid, environ)
 
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None,
                             data: list[Any]) -> None:

@@ -28,6 +28,13 @@ class _WebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         await self.handler(self)
         return self._sock
 
+    async def wait(self, idle: float | None = None) -> str | bytes:
+        """The next message; `asyncio.TimeoutError` after `idle` seconds without one."""
+        msg = await self._sock.receive(timeout=idle)
+        if not isinstance(msg.data, bytes | str):
+            raise OSError()
+        return msg.data
+
     async def send(self, message: str | bytes) -> None:
         # The driver's send asks inspect whether aiohttp's send is a coroutine, per packet.
         if isinstance(message, str):

@@ -42,3 +42,11 @@ async def test_join_waits_for_every_item_to_be_done() -> None:
     queue.get_nowait()
     queue.task_done()
     await asyncio.wait_for(joined, 1)
+
+
+async def test_drain_takes_everything_and_counts_it_done() -> None:
+    queue = PacketQueue()
+    for item in "abc":
+        queue.put_nowait(item)
+    assert queue.drain() == ["a", "b", "c"] and queue.drain() == []
+    await asyncio.wait_for(queue.join(), 1)

@@ -4,6 +4,7 @@ one accepts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -54,3 +55,51 @@ async def test_a_number_beyond_64_bits_gets_an_answer_not_a_dropped_connection(
         assert (await client.call("ping", {"t": 1}, timeout=5))["ok"] is True
     finally:
         await client.disconnect()
+
+
+async def test_websocket_clients_get_the_lean_socket_and_polling_clients_upgrade(
+        node: Node) -> None:
+    from signaling.app import SIO
+    from signaling.eiosocket import EngineSocket
+
+    ws = await node.client("ann")
+    polling = socketio.AsyncClient(reconnection=False)
+    got: list[Any] = []
+    polling.on("signal", got.append)
+    await polling.connect(node.url, auth={"token": node.token("bob")},
+                          transports=["polling", "websocket"])
+    try:
+        joined = await polling.call("room:join", {"room": "lobby"}, timeout=5)
+        await ws.join("lobby")
+        async with asyncio.timeout(5):
+            while polling.transport() != "websocket":  # the upgrade from long-polling
+                await asyncio.sleep(0.02)
+        sockets = list(node.server.app[SIO].eio.sockets.values())
+        assert sockets and all(isinstance(s, EngineSocket) for s in sockets)
+        for _ in range(3):
+            await ws.signal("lobby", joined["self"]["id"], description={"type": "offer",
+                                                                          "sdp": "v=0\r\n"})
+        async with asyncio.timeout(5):
+            while len(got) < 3:
+                await asyncio.sleep(0.02)
+    finally:
+        await polling.disconnect()
+
+
+@pytest.mark.parametrize(("owner", "name", "digest"), [
+    ("engineio.async_socket.AsyncSocket", "_websocket_handler",
+     "27f120df4d717a24478b7b0f7389ce19eea8a881dd07e2c81fb1cf2493e006a5"),
+    ("socketio.AsyncServer", "_handle_event",
+     "65178105ef8b593d1ebb63610cbabab0c29654cee50fd669ba0a66590f2e1f54"),
+])
+def test_the_library_code_we_follow_is_the_code_we_read(owner: str, name: str,
+                                                         digest: str) -> None:
+    """signaling/eiosocket.py and sioserver.py stand in for these methods: an upgrade of
+    python-engineio or python-socketio that changes them must be read and followed."""
+    import hashlib
+    import importlib
+    import inspect
+
+    module, _, cls = owner.rpartition(".")
+    source = inspect.getsource(getattr(getattr(importlib.import_module(module), cls), name))
+    assert hashlib.sha256(source.encode()).hexdigest() == digest
