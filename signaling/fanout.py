@@ -64,10 +64,6 @@ class Fanout:
         for room in [r for r, cursors in self._rooms.items() if conn in cursors]:
             self.detach(room, conn)
 
-    def cursor(self, room: RoomId, conn: ConnectionId) -> int | None:
-        cursor = self._rooms.get(room, {}).get(conn)
-        return cursor.seq if cursor is not None else None
-
     async def deliver(self, event: RoomEvent) -> None:
         cursors = self._rooms.get(event.room)
         if cursors is None:

@@ -24,9 +24,6 @@ class PacketQueue:
     def empty(self) -> bool:
         return not self._items
 
-    def qsize(self) -> int:
-        return len(self._items)
-
     def put_nowait(self, item: Any) -> None:
         self._unfinished += 1
         self._finished.clear()

@@ -119,9 +119,6 @@ class WorkerRegistry:
         found = await self._store.get_many([_worker_key(SessionId(i)) for i in ids], Worker)
         return [w for w in found if w is not None]
 
-    async def is_worker(self, session: SessionId) -> bool:
-        return await self._store.get(_worker_key(session), Worker) is not None
-
     async def report_load(self, session: SessionId, load: float) -> None:
         def report(tx: Tx) -> None:
             worker = tx.get(_worker_key(session), Worker)
