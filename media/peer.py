@@ -359,13 +359,17 @@ class HeadlessPeer:
             self._forward_through(event.worker)
             return
         # Back to mesh (the worker is gone): the participant with the smaller id offers.
+        # A link may exist already without a connection (a stray candidate from the
+        # other side opened it): it still needs our offer.
         me = self.id
         for other in sorted(self._roster):
-            if other in self._links:
-                continue
+            link = self._links.get(other)
             if me < other:
-                self._open_link(other, polite=False).offer()
-            else:
+                if link is None:
+                    link = self._open_link(other, polite=False)
+                if link.pc is None:
+                    link.offer()
+            elif link is None:
                 self._later_joiners[other] = True
 
     def _open_upstream(self, worker: ParticipantId) -> None:

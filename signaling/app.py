@@ -12,7 +12,7 @@ from aiohttp import web
 from . import transport
 from .config import Config
 from .edge import SignalingEdge
-from .fastjson import FastJson
+from .fastjson import TextPacket
 from .filerelay import FileRelay
 from .forward_edge import ForwardEdge
 from .heartbeat import NODE, Heartbeat
@@ -68,7 +68,7 @@ def create_app(config: Config) -> web.Application:
         inline_events=INLINE_EVENTS,
         async_mode="aiohttp",
         client_manager=manager,
-        json=FastJson,
+        serializer=TextPacket,
         cors_allowed_origins=list(config.cors_origins) or None,
         max_http_buffer_size=config.max_sdp_bytes + PACKET_OVERHEAD,
         ping_interval=config.ping_interval,

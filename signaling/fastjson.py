@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import orjson
+import socketio
 
 
 class FastJson:
@@ -29,3 +30,19 @@ class FastJson:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
             return json.loads(data)
+
+
+class TextPacket(socketio.packet.Packet):  # type: ignore[misc]
+    """The node's Socket.IO packets: JSON through FastJson, and never binary.
+
+    python-socketio walks every outgoing payload looking for bytes to send as binary
+    attachments. Nothing the node sends holds bytes (every relayed field is validated
+    text or numbers), so the walk is skipped. Set as the server's `serializer`, which
+    also keeps the codec off python-socketio's shared Packet class.
+    """
+
+    json = FastJson
+
+    @classmethod
+    def data_is_binary(cls, data: Any) -> bool:
+        return False
