@@ -5,7 +5,8 @@ packet it reads, and a `wait_for` for every wait of its writer: at signaling rat
 those were a fifth of what a relayed message cost. This is the same handler (python-
 engineio 4.x's `AsyncSocket._websocket_handler`, kept in step with it) reading and
 waiting without them: the reader awaits the WebSocket directly (aiohttp applies the
-idle timeout), and the writer takes whatever is queued without waiting at all.
+idle timeout), and the writer takes whatever is queued without waiting at all and
+sends it in one write.
 """
 
 from __future__ import annotations
@@ -78,14 +79,17 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
                         break
                     queue.task_done()
                     packets += queue.drain()
+                done = None in packets  # the reader is done: send what came before, stop
+                if done:
+                    packets = packets[:packets.index(None)]
                 try:
-                    for pkt in packets:
-                        if pkt is None:  # the reader is done: stop
-                            await ws.close()
-                            return
-                        await ws.send(pkt.encode())
+                    if packets:
+                        await ws.send_many([pkt.encode() for pkt in packets])
                 except Exception:
                     break
+                if done:
+                    await ws.close()
+                    return
             await ws.close()
 
         writer_task = asyncio.ensure_future(writer())
