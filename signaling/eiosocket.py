@@ -4,8 +4,9 @@ python-engineio's WebSocket handler starts a Task and a `wait_for` timer for eve
 packet it reads, and a `wait_for` for every wait of its writer: at signaling rates
 those were a fifth of what a relayed message cost. This is the same handler (python-
 engineio 4.x's `AsyncSocket._websocket_handler`, kept in step with it) reading and
-waiting without them: the reader awaits the WebSocket directly (aiohttp applies the
-idle timeout), and the writer takes whatever is queued without waiting at all and
+waiting without them. Neither has a timeout: engine.io's service task closes a client
+that stops answering pings, and `close` then stops the writer, which closes the
+WebSocket, which ends the reader. The writer takes whatever is queued at once and
 sends it in one write.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 from engineio import async_socket, exceptions, packet
@@ -25,12 +27,39 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
     upgraded: bool
     upgrading: bool
 
+    async def receive(self, pkt: packet.Packet) -> None:
+        if pkt.packet_type != packet.MESSAGE:
+            await super().receive(pkt)
+            return
+        # engine.io's own dispatch asks `inspect` about the handler and builds a closure
+        # for every message; python-socketio's handler is a coroutine and runs inline.
+        try:
+            await self.server.handlers["message"](self.sid, pkt.data)
+        except Exception:
+            self.server.logger.exception("message async handler error")
+
+    async def send(self, pkt: packet.Packet) -> None:
+        # engine.io's send, without its log line (formatted for every packet).
+        if self.closed:
+            raise exceptions.SocketIsClosedError()
+        last_ping = self.last_ping
+        if last_ping and time.time() - last_ping > self.server.ping_timeout:
+            await self.check_ping_timeout()  # closes the socket
+            return
+        self.queue.put_nowait(pkt)
+
+    async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        await super().close(wait=False, abort=abort, reason=reason)
+        if self.upgraded:
+            await self.queue.put(None)  # the writer sends what is queued, then closes
+        if wait:
+            await self.queue.join()
+
     async def _websocket_handler(self, ws: Any) -> None:
         server = self.server
-        idle = server.ping_interval + server.ping_timeout
 
         async def websocket_wait() -> Any:
-            data = await ws.wait(idle)
+            data = await ws.wait()
             if data and len(data) > server.max_http_buffer_size:
                 raise ValueError("packet is too large")
             return data
@@ -73,13 +102,13 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
             while True:
                 packets = queue.drain()
                 if not packets:
-                    try:
-                        packets = [await asyncio.wait_for(queue.get(), idle)]
-                    except (TimeoutError, asyncio.CancelledError):
+                    try:  # no timeout: see the module's docstring
+                        packets = [await queue.get()]
+                    except asyncio.CancelledError:
                         break
                     queue.task_done()
                     packets += queue.drain()
-                done = None in packets  # the reader is done: send what came before, stop
+                done = None in packets  # the reader is done, or `close`: stop
                 if done:
                     packets = packets[:packets.index(None)]
                 try:

@@ -46,7 +46,15 @@ class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
         if not data or data[0] not in self._inline:
             await super()._handle_event(eio_sid, namespace, id, data)
             return
+        # python-socketio's own dispatch (`_handle_event_internal`, `_trigger_event`) looks
+        # the handler up through catch-all and namespace-class cases and asks `inspect`
+        # about it, per event; ours are plain coroutines registered by name.
         namespace = namespace or "/"
         sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
-        if self.manager.is_connected(sid, namespace):
-            await self._handle_event_internal(self, sid, eio_sid, data, namespace, id)
+        if not self.manager.is_connected(sid, namespace):
+            return
+        result = await self.handlers[namespace][data[0]](sid, *data[1:])
+        if id is not None:
+            await self._send_packet(eio_sid, self.packet_class(
+                socketio.packet.ACK, namespace=namespace, id=id,
+                data=[] if result is None else [result]))

@@ -29,9 +29,11 @@ class _WebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         await self.handler(self)
         return self._sock
 
-    async def wait(self, idle: float | None = None) -> str | bytes:
-        """The next message; `asyncio.TimeoutError` after `idle` seconds without one."""
-        msg = await self._sock.receive(timeout=idle)
+    async def wait(self) -> str | bytes:
+        """The next message. No timeout: aiohttp's is a timeout context per message,
+        which was a tenth of a relayed message's cost, and engine.io's service task
+        already closes a client that stops answering its pings."""
+        msg = await self._sock.receive()
         if not isinstance(msg.data, bytes | str):
             raise OSError()
         return msg.data

@@ -103,3 +103,27 @@ def test_the_library_code_we_follow_is_the_code_we_read(owner: str, name: str,
     module, _, cls = owner.rpartition(".")
     source = inspect.getsource(getattr(getattr(importlib.import_module(module), cls), name))
     assert hashlib.sha256(source.encode()).hexdigest() == digest
+
+
+async def test_a_websocket_client_that_falls_silent_is_closed(make_node: NodeFactory) -> None:
+    """Nothing from a client (not even the pong to the node's ping) for ping interval +
+    ping timeout: the node closes its connection, while a client that answers stays."""
+    from signaling.app import SIO
+
+    node = await make_node(ping_interval=0.3, ping_timeout=0.3)
+    ann = await node.client("ann")
+    url = node.url + "/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        assert (await ws.receive_str()).startswith("0{")
+        await ws.send_str("40" + json.dumps({"token": node.token("bob")}))
+        assert (await ws.receive_str()).startswith("40{")
+        sockets = node.server.app[SIO].eio.sockets
+        assert len(sockets) == 2
+        async with asyncio.timeout(10):
+            message = await ws.receive()
+            while message.type == aiohttp.WSMsgType.TEXT:  # the session, the node's ping
+                message = await ws.receive()
+            while len(sockets) > 1:
+                await asyncio.sleep(0.05)
+        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    await ann.ping()  # ann answered the pings all along: still connected
