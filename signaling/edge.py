@@ -57,6 +57,7 @@ from .protocol import (
 from .push import PushHook
 from .rooms import Participant, RoomService
 from .sessions import Session, SessionService, node_key
+from .sioserver import SignalingServer
 from .store import Store, Tx
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def _watching_key(session: SessionId) -> str:
 class SignalingEdge:
     """Registers the protocol's handlers on a python-socketio AsyncServer."""
 
-    def __init__(self, sio: socketio.AsyncServer, config: Config, store: Store, node: str,
+    def __init__(self, sio: SignalingServer, config: Config, store: Store, node: str,
                  push: PushHook) -> None:
         assert config.secret is not None
         self._sio = sio
@@ -189,7 +190,7 @@ class SignalingEdge:
         """Send an encoded packet to one of this node's connections."""
         eio_sid = self._sio.manager.eio_sid_from_sid(conn, "/")
         if eio_sid is not None:
-            await self._sio.eio.send(eio_sid, packet)
+            await self._sio.send_encoded(eio_sid, packet)
 
     async def _lost(self, conn: ConnectionId, room: RoomId) -> None:
         """The connection missed room events that are gone from the log: drop it, so its

@@ -16,6 +16,7 @@ from typing import Any
 
 import engineio
 import socketio
+from engineio import packet as eio_packet
 
 from .eiosocket import EngineSocket
 from .packetqueue import PacketQueue
@@ -24,6 +25,23 @@ from .packetqueue import PacketQueue
 class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     def create_queue(self, *args: Any, **kwargs: Any) -> PacketQueue:
         return PacketQueue()
+
+
+class _Message:
+    """An engine.io MESSAGE packet around Socket.IO text that is already encoded.
+
+    engine.io's `send` builds a Packet for every message, which checks the data's type
+    and whether it is binary; this is all its queue and its writers ask of a packet.
+    """
+
+    __slots__ = ("text",)
+    packet_type = eio_packet.MESSAGE
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def encode(self, b64: bool = False) -> str:
+        return "4" + self.text
 
 
 class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -40,6 +58,19 @@ class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
         with contextlib.suppress(KeyError):
             self.eio._get_socket(eio_sid).__class__ = EngineSocket
         return await super()._handle_eio_connect(eio_sid, environ)
+
+    async def send_encoded(self, eio_sid: str, text: str) -> None:
+        """Send an encoded Socket.IO packet to a client; nothing if it is gone."""
+        sock = self.eio.sockets.get(eio_sid)
+        if sock is not None and not sock.closed:
+            await sock.send(_Message(text))
+
+    async def _send_packet(self, eio_sid: str, pkt: socketio.packet.Packet) -> None:
+        encoded = pkt.encode()
+        if isinstance(encoded, str):
+            await self.send_encoded(eio_sid, encoded)
+        else:  # with binary attachments, which the node never sends
+            await super()._send_packet(eio_sid, pkt)
 
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None,
                             data: list[Any]) -> None:

@@ -89,12 +89,23 @@ async def test_websocket_clients_get_the_lean_socket_and_polling_clients_upgrade
 @pytest.mark.parametrize(("owner", "name", "digest"), [
     ("engineio.async_socket.AsyncSocket", "_websocket_handler",
      "27f120df4d717a24478b7b0f7389ce19eea8a881dd07e2c81fb1cf2493e006a5"),
+    ("engineio.async_socket.AsyncSocket", "send",
+     "0437276ccba7ab091471e29f4bc6a0f178da7b16a590c707d6c69a97609e6d14"),
+    ("engineio.async_socket.AsyncSocket", "receive",
+     "a91ae36ec2fb5340713ec03be88b1ece9887d2f3116ff09f24dda3a6d965db28"),
+    ("engineio.async_socket.AsyncSocket", "close",
+     "faa2e93902543244d2a1b772cdf4074d1615532e98fa6ca896739ca54ad64e76"),
     ("socketio.AsyncServer", "_handle_event",
      "65178105ef8b593d1ebb63610cbabab0c29654cee50fd669ba0a66590f2e1f54"),
+    ("socketio.AsyncServer", "_handle_event_internal",
+     "472e8b723a12d507ce3ee3eb8e1643cd326bdd9cc669392e6a636ec7aafdb366"),
+    ("socketio.AsyncServer", "_send_packet",
+     "a00022b42c1c29e908fd601c32aa1854aeaf2f131b3acc12461f6030e1ab9e9b"),
 ])
 def test_the_library_code_we_follow_is_the_code_we_read(owner: str, name: str,
                                                          digest: str) -> None:
-    """signaling/eiosocket.py and sioserver.py stand in for these methods: an upgrade of
+    """signaling/eiosocket.py and sioserver.py stand in for these methods (or follow what
+    they do): an upgrade of
     python-engineio or python-socketio that changes them must be read and followed."""
     import hashlib
     import importlib
