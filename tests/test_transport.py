@@ -105,8 +105,8 @@ async def test_websocket_clients_get_the_lean_socket_and_polling_clients_upgrade
 def test_the_library_code_we_follow_is_the_code_we_read(owner: str, name: str,
                                                          digest: str) -> None:
     """signaling/eiosocket.py and sioserver.py stand in for these methods (or follow what
-    they do): an upgrade of
-    python-engineio or python-socketio that changes them must be read and followed."""
+    they do): an upgrade of python-engineio or python-socketio that changes them must be
+    read and followed."""
     import hashlib
     import importlib
     import inspect
