@@ -28,13 +28,16 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
     upgrading: bool
 
     async def receive(self, pkt: packet.Packet) -> None:
-        if pkt.packet_type != packet.MESSAGE:
+        if pkt.packet_type == packet.MESSAGE:
+            await self._message(pkt.data)
+        else:
             await super().receive(pkt)
-            return
+
+    async def _message(self, data: str | bytes) -> None:
         # engine.io's own dispatch asks `inspect` about the handler and builds a closure
         # for every message; python-socketio's handler is a coroutine and runs inline.
         try:
-            await self.server.handlers["message"](self.sid, pkt.data)
+            await self.server.handlers["message"](self.sid, data)
         except Exception:
             self.server.logger.exception("message async handler error")
 
@@ -133,7 +136,10 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
             if p is None:  # closed by the client
                 break
             try:
-                await self.receive(packet.Packet(encoded_packet=p))
+                if type(p) is str and p.startswith("4"):  # a text message, most of them
+                    await self._message(p[1:])
+                else:
+                    await self.receive(packet.Packet(encoded_packet=p))
             except exceptions.UnknownPacketError:  # pragma: no cover
                 pass
             except exceptions.SocketIsClosedError:  # pragma: no cover

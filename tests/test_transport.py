@@ -138,3 +138,21 @@ async def test_a_websocket_client_that_falls_silent_is_closed(make_node: NodeFac
                 await asyncio.sleep(0.05)
         assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     await ann.ping()  # ann answered the pings all along: still connected
+
+
+@pytest.mark.parametrize("encoded", [
+    '2["signal",{"room":"r","sdp":"v=0\\r\\n"}]', '217["ping",{"t":1}]', "3123[{\"ok\":true}]",
+    '2[]', '2/admin,4["x"]', '0{"token":"t"}', "1", "41", '451-["x",{"_placeholder":true,"num":0}]',
+    '2' + '1' * 99 + '["x"]', '2' + '1' * 100 + '["x"]', '22["x"', '2["big",' + str(2**70) + ']',
+])
+def test_our_packet_decoder_reads_what_python_socketios_reads(encoded: str) -> None:
+    from signaling.fastjson import TextPacket
+
+    def read(cls: type[socketio.packet.Packet]) -> Any:
+        try:
+            p = cls(encoded_packet=encoded)
+        except ValueError:  # a too-long id, or JSON that does not parse
+            return "refused"
+        return p.packet_type, p.namespace, p.id, p.data, p.attachment_count
+
+    assert read(TextPacket) == read(socketio.packet.Packet)
