@@ -49,16 +49,18 @@ const DEFAULTS = {
   maxSeconds: 300, // watchdog
   prefix: null, // room name prefix
   peerUrl: null, // throughput/latency: receivers connect here (another node); default --url
+  rooms: 4, // broadcast: rooms of --room-size, one sender each
 };
 
 function usage(msg) {
   if (msg) console.error(msg);
   console.error(
-    "usage: node loadgen.js --url URL --token T --mode throughput|latency|idle\n" +
+    "usage: node loadgen.js --url URL --token T --mode throughput|latency|idle|broadcast\n" +
       "  [--pairs P] [--window W] [--duration D] [--warmup S] [--rate R]\n" +
       "  [--conns N] [--room-size K] [--hold S] [--payload BYTES] [--kind description|candidate]\n" +
       "  [--connect-concurrency C] [--connect-timeout S] [--no-deflate] [--max-seconds S] [--prefix P]\n" +
-      "  [--peer-url URL]  (receivers connect there: relay between two nodes)",
+      "  [--peer-url URL]  (receivers connect there: relay between two nodes)\n" +
+      "  [--rooms R]  (broadcast: R rooms of --room-size, one member of each sends updates)",
   );
   process.exit(2);
 }
@@ -96,14 +98,16 @@ function parseArgs(argv) {
       case "--max-seconds": o.maxSeconds = num(a, v()); break;
       case "--prefix": o.prefix = v(); break;
       case "--peer-url": o.peerUrl = v(); break;
+      case "--rooms": o.rooms = num(a, v()); break;
       case "-h": case "--help": usage(); break;
       default: usage(`unknown argument: ${a}`);
     }
   }
-  if (!["throughput", "latency", "idle"].includes(o.mode)) usage(`bad mode: ${o.mode}`);
+  if (!["throughput", "latency", "idle", "broadcast"].includes(o.mode)) usage(`bad mode: ${o.mode}`);
   if (!["description", "candidate"].includes(o.kind)) usage(`bad kind: ${o.kind}`);
   if (!o.token) usage("empty token");
   o.pairs = Math.max(1, Math.floor(o.pairs));
+  o.rooms = Math.max(1, Math.floor(o.rooms));
   o.window = Math.max(1, Math.floor(o.window));
   o.conns = Math.max(1, Math.floor(o.conns));
   o.roomSize = Math.max(1, Math.floor(o.roomSize));
@@ -501,6 +505,83 @@ async function runLatency() {
   };
 }
 
+// One member of each room sends participant:update (a window of --window
+// unacknowledged), the server broadcasts participant:updated to the others.
+// Counted: updates received by all members during the measured window.
+async function runBroadcast() {
+  const size = Math.max(2, opt.roomSize);
+  const rooms = await pool(opt.rooms, 1, async (r) => {
+    const room = `${opt.prefix}-b-${r}`;
+    const members = await pool(size, size, async (i) => {
+      // With --peer-url, every other member is on the other node.
+      const s = await connectClient(opt.peerUrl && i % 2 ? opt.peerUrl : opt.url);
+      await join(s, room);
+      return s;
+    });
+    return { room, members, sender: members[0], outstanding: 0, on: false };
+  });
+  const deflate = deflateNegotiated(rooms[0].sender);
+  log(`${rooms.length} rooms of ${size}; warm-up ${opt.warmup}s, measure ${opt.duration}s, window ${opt.window}`);
+
+  let phase = "warmup";
+  let received = 0;
+  let sent = 0;
+  let ackErrors = 0;
+  let firstError = null;
+  for (const r of rooms) {
+    for (const m of r.members) {
+      m.on("participant:updated", () => {
+        if (phase === "measure") received++;
+      });
+    }
+  }
+  function pump(r) {
+    while (phase !== "drain" && r.outstanding < opt.window) {
+      r.outstanding++;
+      sent++;
+      r.on = !r.on;
+      r.sender.emit("participant:update", { room: r.room, state: { audio: r.on } }, (ack) => {
+        r.outstanding--;
+        if (!ack || ack.ok !== true) {
+          ackErrors++;
+          if (!firstError) firstError = ack;
+        }
+        if (phase !== "drain") pump(r);
+      });
+    }
+  }
+  for (const r of rooms) pump(r);
+
+  await sleep(opt.warmup * 1000);
+  phase = "measure";
+  const startNs = nowNs();
+  const cpuStart = process.cpuUsage();
+  mark("measure_start");
+  await sleep(opt.duration * 1000);
+  mark("measure_end");
+  const elapsed = Number(nowNs() - startNs) / 1e9;
+  const cpu = process.cpuUsage(cpuStart);
+  phase = "drain";
+  const measured = received;
+  const drainDeadline = Date.now() + 5000;
+  while (rooms.some((r) => r.outstanding > 0) && Date.now() < drainDeadline) await sleep(20);
+  return {
+    mode: "broadcast",
+    ok: ackErrors === 0,
+    rooms: rooms.length,
+    room_size: size,
+    window: opt.window,
+    deflate_negotiated: deflate,
+    measure_s: elapsed,
+    received: measured,
+    msgs_per_s: measured / elapsed,
+    sent_total: sent,
+    ack_errors: ackErrors,
+    first_error: firstError,
+    loadgen_cpu_in_window: (cpu.user + cpu.system) / 1e6 / elapsed,
+  };
+}
+
 async function runIdle() {
   const n = opt.conns;
   log(`opening ${n} connections (concurrency ${opt.connectConcurrency}), rooms of ${opt.roomSize}`);
@@ -547,7 +628,7 @@ async function runIdle() {
 // ---------------------------------------------------------------- main
 (async () => {
   try {
-    const fn = { throughput: runThroughput, latency: runLatency, idle: runIdle }[opt.mode];
+    const fn = { throughput: runThroughput, latency: runLatency, idle: runIdle, broadcast: runBroadcast }[opt.mode];
     const result = await fn();
     result.url = opt.url;
     finish(result, 0);

@@ -366,7 +366,10 @@ def start_reference(procs: Procs, port: int, workdir: Path, deflate: bool
 
 # --------------------------------------------------------------------- one server
 def bench_server(name: str, procs: Procs, start: Any, port: int, opts: argparse.Namespace,
-                 workdir: Path) -> dict[str, Any]:
+                 workdir: Path, plain_idle_only: bool = False) -> dict[str, Any]:
+    """Every measurement on one fresh server; with `plain_idle_only`, only idle connections
+    from a client that does not offer deflate (on its own fresh server: a process keeps
+    the memory of connections it had, so a second idle run there would look cheap)."""
     print(f"== {name}: starting on 127.0.0.1:{port}", file=sys.stderr, flush=True)
     proc, token, log = start(port)
     out: dict[str, Any] = {"name": name, "port": port}
@@ -389,25 +392,32 @@ def bench_server(name: str, procs: Procs, start: Any, port: int, opts: argparse.
         wait_quiet(pid)
         out["rss_start_kb"] = rss_kb(pid)
 
-        # (c) idle connections: RSS before and while holding.
-        print(f"   idle: {opts.conns} connections", file=sys.stderr, flush=True)
-        base = rss_kb(pid)
-        lg = run(["--mode", "idle", "--conns", str(opts.conns), "--hold", "120",
-                  "--max-seconds", "240"], 260)
-        if not lg.holding.wait(180):
+        # (c) idle connections: RSS before and while holding; connect+join rate. Once
+        # with the client offering permessage-deflate as browsers do, once without.
+        def idle(offer_deflate: bool) -> dict[str, Any]:
+            print(f"   idle: {opts.conns} connections, deflate offered: {offer_deflate}",
+                  file=sys.stderr, flush=True)
+            base = rss_kb(pid)
+            args = ["--mode", "idle", "--conns", str(opts.conns), "--hold", "120",
+                    "--max-seconds", "300"]
+            lg = run(args if offer_deflate else [*args, "--no-deflate"], 320)
+            if not lg.holding.wait(240):
+                lg.release()
+                raise RuntimeError(f"idle: connections not all joined:\n{tail(lg_log)}")
+            wait_quiet(pid, timeout=10)
+            held = rss_kb(pid)
             lg.release()
-            raise RuntimeError(f"idle: connections not all joined:\n{tail(lg_log)}")
-        wait_quiet(pid, timeout=10)
-        held = rss_kb(pid)
-        lg.release()
-        idle = lg.result()
-        out["idle"] = {
-            **idle,
-            "rss_before_kb": base,
-            "rss_holding_kb": held,
-            "kb_per_conn": (held - base) / opts.conns,
-        }
-        wait_quiet(pid)
+            res = lg.result()
+            wait_quiet(pid)
+            return {**res, "rss_before_kb": base, "rss_holding_kb": held,
+                    "kb_per_conn": (held - base) / opts.conns,
+                    "joins_per_s": opts.conns / res["setup_s"] if res.get("setup_s") else None}
+
+        if plain_idle_only:
+            out["idle_plain"] = idle(False)
+            out["ok"] = True
+            return out
+        out["idle"] = idle(not opts.no_deflate)
 
         measured_max = opts.warmup + opts.duration + 120
 
@@ -424,31 +434,44 @@ def bench_server(name: str, procs: Procs, start: Any, port: int, opts: argparse.
                 res["server_cpu_s"] = cpu
                 res["server_cpu_util"] = cpu / wall if wall > 0 else None
                 res.update(system_noise(a["sys"], b["sys"], cpu, res.get("loadgen_cpu_in_window")))
-                if mode == "throughput":
+                if mode in ("throughput", "broadcast"):
                     res["msgs_per_cpu_s"] = res["received"] / cpu if cpu > 0 else None
             wait_quiet(pid)
             return res
 
-        # (b) latency at a fixed offered rate, (a) throughput with a bounded ack
-        # window; each repeated, the median run is reported.
-        out["latency_runs"], out["throughput_runs"] = [], []
+        # (b) latency at fixed offered rates, (a) throughput with a bounded ack window,
+        # (d) broadcast in rooms of 10; each repeated, the median run is reported.
+        out["latency_runs"] = {rate: [] for rate in opts.rates}
+        out["throughput_runs"], out["broadcast_runs"] = [], []
         for i in range(opts.repeat):
-            print(f"   latency {i + 1}/{opts.repeat}: {opts.rate:g} msgs/s for {opts.duration:g}s",
-                  file=sys.stderr, flush=True)
-            out["latency_runs"].append(measured("latency", ["--rate", str(opts.rate)]))
+            for rate in opts.rates:
+                print(f"   latency {i + 1}/{opts.repeat}: {rate:g} msgs/s for {opts.duration:g}s",
+                      file=sys.stderr, flush=True)
+                out["latency_runs"][rate].append(measured("latency", ["--rate", str(rate)]))
             print(f"   throughput {i + 1}/{opts.repeat}: {opts.pairs} pairs x window"
                   f" {opts.window} for {opts.duration:g}s", file=sys.stderr, flush=True)
             out["throughput_runs"].append(measured("throughput", ["--window", str(opts.window)]))
-        out["latency"] = median_of(out["latency_runs"], ("latency_ms", "p99"))
+            print(f"   broadcast {i + 1}/{opts.repeat}: {opts.rooms} rooms of 10 x window"
+                  f" {opts.window} for {opts.duration:g}s", file=sys.stderr, flush=True)
+            out["broadcast_runs"].append(measured("broadcast", [
+                "--rooms", str(opts.rooms), "--room-size", "10", "--window", str(opts.window)]))
+        lat_runs = out["latency_runs"]
+        out["latency"] = median_of(lat_runs[opts.rates[0]], ("latency_ms", "p99"))
         out["throughput"] = median_of(out["throughput_runs"], ("msgs_per_s",))
-        lat_runs, thr_runs = out["latency_runs"], out["throughput_runs"]
+        thr_runs, bc_runs = out["throughput_runs"], out["broadcast_runs"]
         out["summary"] = {
             "msgs_per_s": median(thr_runs, "msgs_per_s"),
             "msgs_per_cpu_s": median(thr_runs, "msgs_per_cpu_s"),
-            "p50_ms": median(lat_runs, "latency_ms", "p50"),
-            "p99_ms": median(lat_runs, "latency_ms", "p99"),
-            "cpu_pct_at_rate": _pct(median(lat_runs, "server_cpu_util")),
+            **{f"p50_ms@{rate:g}": median(lat_runs[rate], "latency_ms", "p50")
+               for rate in opts.rates},
+            **{f"p99_ms@{rate:g}": median(lat_runs[rate], "latency_ms", "p99")
+               for rate in opts.rates},
+            **{f"cpu_pct@{rate:g}": _pct(median(lat_runs[rate], "server_cpu_util"))
+               for rate in opts.rates},
+            "broadcast_per_s": median(bc_runs, "msgs_per_s"),
+            "broadcast_per_cpu_s": median(bc_runs, "msgs_per_cpu_s"),
             "kb_per_conn": out["idle"]["kb_per_conn"],
+            "joins_per_s": out["idle"]["joins_per_s"],
         }
         out["rss_end_kb"] = rss_kb(pid)
         out["ok"] = True
@@ -476,15 +499,24 @@ def table(ours: dict[str, Any] | None, ref: dict[str, Any] | None, opts: argpars
     def g(d: dict[str, Any] | None, key: str) -> float | None:
         return _get(d, "summary", key)
 
-    rate = f"{opts.rate:g} msgs/s"
+    offer = "" if opts.no_deflate else ", deflate offered"
     specs = [
         ("relay throughput (msgs/s)", "msgs_per_s", "{:,.0f}"),
         ("msgs per server CPU-second", "msgs_per_cpu_s", "{:,.0f}"),
-        (f"p50 latency @ {rate} (ms)", "p50_ms", "{:.2f}"),
-        (f"p99 latency @ {rate} (ms)", "p99_ms", "{:.2f}"),
-        (f"server CPU @ {rate} (%)", "cpu_pct_at_rate", "{:.1f}"),
-        (f"kB per idle connection (N={opts.conns})", "kb_per_conn", "{:.1f}"),
+        *[(f"p50 latency @ {rate:g} msgs/s (ms)", f"p50_ms@{rate:g}", "{:.2f}")
+          for rate in opts.rates],
+        *[(f"p99 latency @ {rate:g} msgs/s (ms)", f"p99_ms@{rate:g}", "{:.2f}")
+          for rate in opts.rates],
+        *[(f"server CPU @ {rate:g} msgs/s (%)", f"cpu_pct@{rate:g}", "{:.1f}")
+          for rate in opts.rates],
+        ("broadcast deliveries/s (rooms of 10)", "broadcast_per_s", "{:,.0f}"),
+        ("broadcast deliveries per server CPU-s", "broadcast_per_cpu_s", "{:,.0f}"),
+        (f"connect+join per second (N={opts.conns}{offer})", "joins_per_s", "{:,.0f}"),
+        (f"kB per idle connection (N={opts.conns}{offer})", "kb_per_conn", "{:.1f}"),
     ]
+    if not opts.no_deflate:
+        specs.append((f"kB per idle connection (N={opts.conns}, no deflate offered)",
+                      "kb_per_conn_plain", "{:.1f}"))
     rows = [(label, g(ours, key), g(ref, key), fmt) for label, key, fmt in specs]
     head = ("metric", "mikoto-rtc", "reference", "ratio (this/reference)")
     body = []
@@ -524,12 +556,16 @@ def notes(results: list[dict[str, Any]]) -> str:
             f" for {idle['conns']} conns (setup {idle['setup_s']:.1f}s);"
             f" permessage-deflate negotiated: {idle.get('deflate_negotiated')}"
         )
-        tr, lr = thr.get("range", [None, None]), lat.get("range", [None, None])
         if thr.get("runs", 1) > 1:
-            out.append(
-                f"  {thr['runs']} runs each: throughput {_fmt(tr[0], 0)}-{_fmt(tr[1], 0)} msgs/s,"
-                f" p99 {_fmt(lr[0])}-{_fmt(lr[1])} ms")
-        noise = [x for r2 in (*r["throughput_runs"], *r["latency_runs"])
+            spans = [f"throughput {_span(r['throughput_runs'], 0, 'msgs_per_cpu_s')} msgs per"
+                     " CPU-s",
+                     f"broadcast {_span(r['broadcast_runs'], 0, 'msgs_per_cpu_s')} per CPU-s",
+                     *(f"p99 @ {rate:g}/s {_span(rate_runs, 2, 'latency_ms', 'p99')} ms"
+                       for rate, rate_runs in r["latency_runs"].items())]
+            out.append(f"  {thr['runs']} runs each: " + ", ".join(spans))
+        runs = [*r["throughput_runs"], *r["broadcast_runs"],
+                *(x for rate_runs in r["latency_runs"].values() for x in rate_runs)]
+        noise = [x for r2 in runs
                  for x in [r2.get("steal_cores", 0) + r2.get("other_cores", 0)]]
         if noise and max(noise) > 0.1:
             out.append(f"  noise: up to {max(noise):.2f} cores were stolen or used by other"
@@ -539,6 +575,12 @@ def notes(results: list[dict[str, Any]]) -> str:
             out.append(f"  note: the loadgen was near 100% CPU against {r['name']}:"
                        " its throughput is a lower bound; msgs per CPU-second still holds.")
     return "\n".join(out)
+
+
+def _span(runs: list[dict[str, Any]], digits: int, *key: str) -> str:
+    """The lowest and highest of one metric over runs."""
+    vals = [v for v in (_get(r, *key) for r in runs) if v is not None]
+    return f"{_fmt(min(vals), digits)}-{_fmt(max(vals), digits)}" if vals else "-"
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:
@@ -564,9 +606,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=int, default=8, help="outstanding acks per sender")
     ap.add_argument("--duration", type=float, help="measured seconds (default 10, quick 3)")
     ap.add_argument("--warmup", type=float, help="seconds before measuring (default 2, quick 1)")
-    ap.add_argument("--rate", type=float, default=500, help="offered msgs/s for latency")
+    ap.add_argument("--rates", default="500,2000",
+                    help="offered msgs/s for latency, comma-separated (default 500,2000)")
+    ap.add_argument("--rooms", type=int, default=4, help="broadcast: rooms of 10 members")
     ap.add_argument("--repeat", type=int, help="latency/throughput runs each (default 3, quick 1)")
-    ap.add_argument("--conns", type=int, help="idle connections (default 1000, quick 200)")
+    ap.add_argument("--conns", type=int, help="idle connections (default 5000, quick 500)")
     ap.add_argument("--payload", type=int, default=1024, help="approx. signal payload bytes")
     ap.add_argument("--kind", choices=["description", "candidate"], default="description")
     ap.add_argument("--no-deflate", action="store_true",
@@ -580,7 +624,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = ap.parse_args(argv)
     opts.duration = opts.duration if opts.duration is not None else (3 if opts.quick else 10)
     opts.warmup = opts.warmup if opts.warmup is not None else (1 if opts.quick else 2)
-    opts.conns = opts.conns if opts.conns is not None else (200 if opts.quick else 1000)
+    opts.conns = opts.conns if opts.conns is not None else (500 if opts.quick else 5000)
+    opts.rates = [float(r) for r in opts.rates.split(",") if r.strip()]
     opts.repeat = max(1, opts.repeat if opts.repeat is not None else (1 if opts.quick else 3))
 
     if not shutil.which("node"):
@@ -616,17 +661,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"relay.py: pinning {'server->CPU0, loadgen->CPU1' if pinned else 'unavailable'};"
               f" logs in {workdir}", file=sys.stderr, flush=True)
         ours = ref = None
+        starts = {
+            "mikoto-rtc": lambda port: start_mikoto(procs, port, workdir, opts.log_level),
+            "reference": lambda port: start_reference(procs, port, workdir,
+                                                      opts.reference_deflate),
+        }
+
+        def bench(name: str, port: int) -> dict[str, Any]:
+            out = bench_server(name, procs, starts[name], port, opts, workdir)
+            if out.get("ok") and not opts.no_deflate:
+                plain = bench_server(name, procs, starts[name], port, opts, workdir,
+                                     plain_idle_only=True)
+                out["idle_plain"] = plain.get("idle_plain")
+                out["summary"]["kb_per_conn_plain"] = _get(plain, "idle_plain", "kb_per_conn")
+                if not plain.get("ok"):
+                    out.update(ok=False, error=plain.get("error"))
+            return out
+
         if opts.only in (None, "mikoto"):
-            ours = bench_server(
-                "mikoto-rtc", procs,
-                lambda port: start_mikoto(procs, port, workdir, opts.log_level),
-                ports[0], opts, workdir)
+            ours = bench("mikoto-rtc", ports[0])
             results.append(ours)
         if opts.only in (None, "reference"):
-            ref = bench_server(
-                "reference", procs,
-                lambda port: start_reference(procs, port, workdir, opts.reference_deflate),
-                ports[1], opts, workdir)
+            ref = bench("reference", ports[1])
             results.append(ref)
 
         print()

@@ -136,6 +136,7 @@ function leaveRoom(socket, roomName, reason) {
   const me = joined.get(roomName);
   if (!me) return false;
   joined.delete(roomName);
+  socket.leave(roomName);
   const room = rooms.get(roomName);
   if (!room) return true;
   room.members.delete(me.id);
@@ -145,7 +146,7 @@ function leaveRoom(socket, roomName, reason) {
   }
   room.seq += 1;
   const ev = { room: roomName, seq: room.seq, id: me.id, reason };
-  for (const other of room.members.values()) other.socket.emit("participant:left", ev);
+  io.to(roomName).emit("participant:left", ev);
   return true;
 }
 
@@ -217,7 +218,9 @@ io.on("connection", (socket) => {
       socket.data.rooms.set(p.room, me);
       room.seq += 1;
       const ev = { room: p.room, seq: room.seq, participant: publicParticipant(me), polite: false };
-      for (const other of room.members.values()) if (other !== me) other.socket.emit("participant:joined", ev);
+      // socket.io's own broadcast (encoded once, written to every member but the sender).
+      socket.to(p.room).emit("participant:joined", ev);
+      socket.join(p.room);
       return {
         ok: true,
         room: p.room,
@@ -263,7 +266,7 @@ io.on("connection", (socket) => {
       const room = rooms.get(p.room);
       room.seq += 1;
       const ev = { room: p.room, seq: room.seq, participant: publicParticipant(me) };
-      for (const other of room.members.values()) if (other !== me) other.socket.emit("participant:updated", ev);
+      socket.to(p.room).emit("participant:updated", ev);
       return { ok: true, seq: room.seq };
     },
   };
