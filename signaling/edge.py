@@ -58,6 +58,7 @@ from .push import PushHook
 from .rooms import Participant, RoomService
 from .sessions import Session, SessionService, node_key
 from .sioserver import SignalingServer
+from .transport import Message
 from .store import Store, Tx
 
 log = logging.getLogger(__name__)
@@ -170,27 +171,26 @@ class SignalingEdge:
         """Emit to a connection: straight to it when it is this node's, else through the
         client manager to the node that has it."""
         if self.sessions.local(conn) is not None:
-            await self._emit_local(conn, event, payload)
+            self._emit_local(conn, event, payload)
         else:
             await self._sio.emit(event, payload, to=conn)
 
-    async def _emit_local(self, conn: ConnectionId, event: ServerEvent, payload: Ack) -> None:
+    def _emit_local(self, conn: ConnectionId, event: ServerEvent, payload: Ack) -> None:
         # Not sio.emit: its manager starts a task per recipient and waits on them all,
         # which for one recipient was a fifth of the cost of a relayed message.
-        await self._send_packet(conn, self._encode(event, payload))
+        self._send_packet(conn, self._encode(event, payload))
 
-    def _encode(self, event: ServerEvent, payload: Ack) -> str:
+    def _encode(self, event: ServerEvent, payload: Ack) -> Message:
         """A Socket.IO event packet, encoded once for every connection it goes to."""
         packet = self._sio.packet_class(socketio.packet.EVENT, namespace="/",
                                         data=[event.value, payload])
-        encoded: str = packet.encode()
-        return encoded
+        return Message(packet.encode())
 
-    async def _send_packet(self, conn: ConnectionId, packet: str) -> None:
-        """Send an encoded packet to one of this node's connections."""
+    def _send_packet(self, conn: ConnectionId, packet: Message) -> None:
+        """Queue an encoded packet for one of this node's connections."""
         eio_sid = self._sio.manager.eio_sid_from_sid(conn, "/")
         if eio_sid is not None:
-            await self._sio.send_encoded(eio_sid, packet)
+            self._sio.post(eio_sid, packet)
 
     async def _lost(self, conn: ConnectionId, room: RoomId) -> None:
         """The connection missed room events that are gone from the log: drop it, so its
@@ -267,7 +267,7 @@ class SignalingEdge:
         try:
             memberships = await self._rooms.memberships(session.id)
             seqs = {r: await self._rooms.seq(r) for r in memberships}
-            await self._emit_local(conn, ServerEvent.SESSION, {
+            self._emit_local(conn, ServerEvent.SESSION, {
                 "session": session.id, "resume": session.resume_token,
                 "resumed": last_seq is not None,
                 "rooms": [{"room": r, "id": p, "seq": seqs[r]} for r, p in memberships.items()],
@@ -281,7 +281,7 @@ class SignalingEdge:
             for room in memberships:
                 await self._rooms.set_connection(session.id, room, ConnectionState.CONNECTED)
             for signal in await self.sessions.take_held(session.id, conn):
-                await self._emit_local(conn, ServerEvent.SIGNAL, signal)
+                self._emit_local(conn, ServerEvent.SIGNAL, signal)
         except RtcError as exc:
             # The store failed under us: the client resumes again once it is back.
             log.warning("welcome of %s failed: %s; dropping the connection", conn, exc.message)

@@ -116,7 +116,7 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
                     packets = packets[:packets.index(None)]
                 try:
                     if packets:
-                        await ws.send_many([pkt.encode() for pkt in packets])
+                        await ws.send_many(packets)
                 except Exception:
                     break
                 if done:

@@ -19,12 +19,13 @@ from .errors import RtcError
 from .ids import ConnectionId, ParticipantId, RoomId
 from .protocol import ServerEvent
 from .store import RoomEvent
+from .transport import Message
 
 log = logging.getLogger(__name__)
 
-# An event is encoded once, however many connections it goes to.
-Encode = Callable[[ServerEvent, dict[str, Any]], str]
-Send = Callable[[ConnectionId, str], Awaitable[None]]
+# An event is encoded once, however many connections it goes to; sending queues it.
+Encode = Callable[[ServerEvent, dict[str, Any]], Message]
+Send = Callable[[ConnectionId, Message], None]
 Fetch = Callable[[RoomId, int], Awaitable[list[RoomEvent] | None]]
 Lost = Callable[[ConnectionId, RoomId], Awaitable[None]]
 
@@ -70,13 +71,13 @@ class Fanout:
             return
         if event.seq > self._heard.get(event.room, 0):
             self._heard[event.room] = event.seq
-        packet: str | None = None
+        packet: Message | None = None
         for conn, cursor in list(cursors.items()):
             if event.seq == cursor.seq + 1:
                 cursor.seq = event.seq
                 if event.actor != cursor.participant:
                     packet = packet or self._encode(event.name, event.payload)
-                    await self._send_packet(conn, packet)
+                    self._send_packet(conn, packet)
             elif event.seq > cursor.seq:
                 await self.catch_up(event.room, conn)
 
@@ -107,4 +108,4 @@ class Fanout:
     async def _send(self, conn: ConnectionId, cursor: _Cursor, event: RoomEvent) -> None:
         cursor.seq = event.seq
         if event.actor != cursor.participant:
-            await self._send_packet(conn, self._encode(event.name, event.payload))
+            self._send_packet(conn, self._encode(event.name, event.payload))

@@ -16,32 +16,15 @@ from typing import Any
 
 import engineio
 import socketio
-from engineio import packet as eio_packet
 
 from .eiosocket import EngineSocket
 from .packetqueue import PacketQueue
+from .transport import Message
 
 
 class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     def create_queue(self, *args: Any, **kwargs: Any) -> PacketQueue:
         return PacketQueue()
-
-
-class _Message:
-    """An engine.io MESSAGE packet around Socket.IO text that is already encoded.
-
-    engine.io's `send` builds a Packet for every message, which checks the data's type
-    and whether it is binary; this is all its queue and its writers ask of a packet.
-    """
-
-    __slots__ = ("text",)
-    packet_type = eio_packet.MESSAGE
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def encode(self, b64: bool = False) -> str:
-        return "4" + self.text
 
 
 class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -59,16 +42,18 @@ class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
             self.eio._get_socket(eio_sid).__class__ = EngineSocket
         return await super()._handle_eio_connect(eio_sid, environ)
 
-    async def send_encoded(self, eio_sid: str, text: str) -> None:
-        """Send an encoded Socket.IO packet to a client; nothing if it is gone."""
+    def post(self, eio_sid: str, message: Message) -> None:
+        """Queue an encoded packet for a client; nothing if it is gone. Not awaited, and
+        without engine.io's ping check per packet: its service task closes a client that
+        stopped answering pings."""
         sock = self.eio.sockets.get(eio_sid)
         if sock is not None and not sock.closed:
-            await sock.send(_Message(text))
+            sock.queue.put_nowait(message)
 
     async def _send_packet(self, eio_sid: str, pkt: socketio.packet.Packet) -> None:
         encoded = pkt.encode()
         if isinstance(encoded, str):
-            await self.send_encoded(eio_sid, encoded)
+            self.post(eio_sid, Message(encoded))
         else:  # with binary attachments, which the node never sends
             await super()._send_packet(eio_sid, pkt)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import socketio
 from aiohttp.web import WebSocketResponse
+from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
 
@@ -45,8 +46,8 @@ class _WebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         else:
             await self._sock.send_bytes(message)
 
-    async def send_many(self, messages: list[str | bytes]) -> None:
-        """Send messages as one write to the socket, not one per frame.
+    async def send_many(self, packets: list[Any]) -> None:
+        """Send engine.io packets as one write to the socket, not one per frame.
 
         A `write` per frame was a quarter of a relayed message's cost; a connection
         that gets several packets in one turn of the loop (the acks of a burst, the
@@ -55,14 +56,39 @@ class _WebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         """
         writer = self._sock._writer
         if self.deflate or writer is None:
-            for message in messages:
-                await self.send(message)
+            for pkt in packets:
+                await self.send(pkt.encode())
             return
         if writer.transport.is_closing():
             raise ConnectionResetError("the WebSocket is closing")
-        writer.transport.write(b"".join(map(_frame, messages)))
+        writer.transport.write(b"".join([
+            pkt.frame() if type(pkt) is Message else _frame(pkt.encode()) for pkt in packets]))
         if writer.protocol._paused:  # as aiohttp's writer does: wait while the peer is slow
             await writer.protocol._drain_helper()
+
+
+class Message:
+    """An engine.io MESSAGE packet around Socket.IO text that is already encoded.
+
+    engine.io's `send` builds a Packet for every message, which checks the data's type
+    and whether it is binary; this is all its queue and its writers ask of a packet. One
+    Message can go to many connections (a room event): its WebSocket frame is made once.
+    """
+
+    __slots__ = ("text", "_frame")
+    packet_type = eio_packet.MESSAGE
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._frame: bytes | None = None
+
+    def encode(self, b64: bool = False) -> str:
+        return "4" + self.text
+
+    def frame(self) -> bytes:
+        if self._frame is None:
+            self._frame = _frame(self.encode())
+        return self._frame
 
 
 _TEXT, _BINARY = 0x81, 0x82  # FIN + opcode: a whole text or binary frame
