@@ -72,14 +72,19 @@ class Fanout:
         if event.seq > self._heard.get(event.room, 0):
             self._heard[event.room] = event.seq
         packet: Message | None = None
-        for conn, cursor in list(cursors.items()):
-            if event.seq == cursor.seq + 1:
-                cursor.seq = event.seq
-                if event.actor != cursor.participant:
-                    packet = packet or self._encode(event.name, event.payload)
+        seq, actor = event.seq, event.actor
+        behind: list[ConnectionId] = []
+        for conn, cursor in cursors.items():
+            if seq == cursor.seq + 1:
+                cursor.seq = seq
+                if actor != cursor.participant:
+                    if packet is None:
+                        packet = self._encode(event.name, event.payload)
                     self._send_packet(conn, packet)
-            elif event.seq > cursor.seq:
-                await self.catch_up(event.room, conn)
+            elif seq > cursor.seq:
+                behind.append(conn)
+        for conn in behind:  # after the loop: catching up waits, and cursors may change
+            await self.catch_up(event.room, conn)
 
     async def catch_up(self, room: RoomId, conn: ConnectionId) -> None:
         cursor = self._rooms.get(room, {}).get(conn)

@@ -15,18 +15,17 @@ from typing import Any
 
 class PacketQueue:
     def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._items: deque[Any] = deque()
         self._getters: deque[asyncio.Future[Any]] = deque()
         self._unfinished = 0
-        self._finished = asyncio.Event()
-        self._finished.set()
+        self._finished: asyncio.Event | None = None  # made by `join`, which is rare
 
     def empty(self) -> bool:
         return not self._items
 
     def put_nowait(self, item: Any) -> None:
         self._unfinished += 1
-        self._finished.clear()
         while self._getters:
             getter = self._getters.popleft()
             if not getter.done():  # a getter that timed out is cancelled: skip it
@@ -48,12 +47,11 @@ class PacketQueue:
         self._items.clear()
         self._unfinished -= len(items)
         if self._unfinished <= 0:
-            self._unfinished = 0
-            self._finished.set()
+            self._done()
         return items
 
     def get(self) -> asyncio.Future[Any]:
-        got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        got: asyncio.Future[Any] = self._loop.create_future()
         if self._items:
             got.set_result(self._items.popleft())
         else:
@@ -64,8 +62,16 @@ class PacketQueue:
         if self._unfinished > 0:
             self._unfinished -= 1
         if self._unfinished == 0:
+            self._done()
+
+    def _done(self) -> None:
+        self._unfinished = 0
+        if self._finished is not None:
             self._finished.set()
+            self._finished = None
 
     async def join(self) -> None:
         if self._unfinished:
+            if self._finished is None:
+                self._finished = asyncio.Event()
             await self._finished.wait()
