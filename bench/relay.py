@@ -337,6 +337,9 @@ def start_mikoto(procs: Procs, port: int, workdir: Path, log_level: str
     env.update({
         "MIKOTO_RTC_SECRET": secret,
         "MIKOTO_RTC_ROOM_MAX_PARTICIPANTS": "100000",
+        # No media worker: the reference has none, and rooms of 10 would be forwarded
+        # through it, making it one more recipient of every room event, on the same core.
+        "MIKOTO_RTC_MEDIA_WORKERS": "0",
         "MIKOTO_RTC_LOG_LEVEL": log_level,
         "PYTHONUNBUFFERED": "1",
     })
