@@ -27,6 +27,33 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
     upgraded: bool
     upgrading: bool
 
+    _ws: Any = None  # the WebSocket, while this socket's handler runs on one
+    _held: list[Any] | None = None
+
+    def hold(self, message: Any) -> bool:
+        """Keep a packet to write with others (`release`), when nothing is ahead of it
+        in the queue; else queue it. True when this is the first one held."""
+        if self._held is not None:
+            self._held.append(message)
+            return False
+        if self._ws is None or not self.queue.waiting():
+            self.queue.put_nowait(message)
+            return False
+        self._held = [message]
+        return True
+
+    def release(self) -> None:
+        """Write the packets held, at once when the WebSocket takes them, else through
+        the writer."""
+        held, self._held = self._held, None
+        if not held:
+            return
+        if self._ws is not None and self.queue.waiting() and self._ws.writable():
+            self._ws.write(held)
+        else:
+            for message in held:
+                self.queue.put_nowait(message)
+
     async def receive(self, pkt: packet.Packet) -> None:
         if pkt.packet_type == packet.MESSAGE:
             await self._message(pkt.data)
@@ -49,6 +76,7 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         if last_ping and time.time() - last_ping > self.server.ping_timeout:
             await self.check_ping_timeout()  # closes the socket
             return
+        self.release()  # what is held goes first (a DISCONNECT before engine.io's CLOSE)
         self.queue.put_nowait(pkt)
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
@@ -100,6 +128,7 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
             self.upgraded = True
 
         queue: PacketQueue = self.queue
+        self._ws = ws
 
         async def writer() -> None:
             while True:
@@ -140,6 +169,8 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
                     await self._message(p[1:])
                 else:
                     await self.receive(packet.Packet(encoded_packet=p))
+                if not ws.buffered():  # the input ran dry: send what it caused
+                    server.release()
             except exceptions.UnknownPacketError:  # pragma: no cover
                 pass
             except exceptions.SocketIsClosedError:  # pragma: no cover
@@ -147,6 +178,8 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
                 break
             except Exception:  # pragma: no cover
                 server.logger.exception("Unknown receive error")
+        self._ws = None
+        self.release()
         await self.queue.put(None)  # unlock the writer so it can exit
         with contextlib.suppress(Exception):
             await writer_task

@@ -24,6 +24,10 @@ class PacketQueue:
     def empty(self) -> bool:
         return not self._items
 
+    def waiting(self) -> bool:
+        """Whether a getter waits for the next item (so nothing is queued)."""
+        return any(not getter.done() for getter in self._getters)
+
     def put_nowait(self, item: Any) -> None:
         self._unfinished += 1
         while self._getters:

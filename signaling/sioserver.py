@@ -11,6 +11,7 @@ outgoing packets in a `PacketQueue`, which is cheaper to wait on.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
@@ -23,8 +24,31 @@ from .transport import Message
 
 
 class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
+    """engine.io's server, whose sockets hold packets back to write them together."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._holding: list[EngineSocket] = []
+
     def create_queue(self, *args: Any, **kwargs: Any) -> PacketQueue:
         return PacketQueue()
+
+    def post(self, eio_sid: str, message: Message) -> None:
+        sock = self.sockets.get(eio_sid)
+        if sock is None or sock.closed or not sock.hold(message):
+            return
+        if not self._holding:  # whoever comes first: a reader running dry, or the loop
+            asyncio.get_running_loop().call_soon(self.release)
+        self._holding.append(sock)
+
+    def release(self) -> None:
+        """Write every packet sockets hold."""
+        holding, self._holding = self._holding, []
+        for sock in holding:
+            try:
+                sock.release()
+            except Exception:  # one client's failure must not keep the others' packets
+                self.logger.exception("sending packets to %s failed", sock.sid)
 
 
 class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -43,12 +67,16 @@ class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
         return await super()._handle_eio_connect(eio_sid, environ)
 
     def post(self, eio_sid: str, message: Message) -> None:
-        """Queue an encoded packet for a client; nothing if it is gone. Not awaited, and
-        without engine.io's ping check per packet: its service task closes a client that
-        stopped answering pings."""
-        sock = self.eio.sockets.get(eio_sid)
-        if sock is not None and not sock.closed:
-            sock.queue.put_nowait(message)
+        """Send an encoded packet to a client; nothing if it is gone.
+
+        Not awaited, and without engine.io's ping check per packet (its service task
+        closes a client that stopped answering pings). Packets to a client whose writer
+        is idle are held, and written together (one `write` for all of them) when the
+        reader that caused them has no more input, or at the loop's next turn: what one
+        TCP read brings in goes out in one write to each recipient, without waiting for
+        a task switch.
+        """
+        self.eio.post(eio_sid, message)
 
     async def _send_packet(self, eio_sid: str, pkt: socketio.packet.Packet) -> None:
         encoded = pkt.encode()

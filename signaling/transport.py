@@ -46,6 +46,23 @@ class _WebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         else:
             await self._sock.send_bytes(message)
 
+    def writable(self) -> bool:
+        """Whether `write` may be used now: uncompressed, open, and the peer keeps up."""
+        writer = self._sock._writer
+        return not (self.deflate or writer is None or writer.transport.is_closing()
+                    or writer.protocol._paused)
+
+    def write(self, packets: list[Any]) -> None:
+        """Write packets at once, without waiting (only when `writable`)."""
+        writer = self._sock._writer
+        assert writer is not None
+        writer.transport.write(_frames(packets))
+
+    def buffered(self) -> bool:
+        """Whether messages that arrived are waiting to be read."""
+        reader = self._sock._reader
+        return reader is not None and bool(reader._buffer)
+
     async def send_many(self, packets: list[Any]) -> None:
         """Send engine.io packets as one write to the socket, not one per frame.
 
@@ -61,8 +78,7 @@ class _WebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
             return
         if writer.transport.is_closing():
             raise ConnectionResetError("the WebSocket is closing")
-        writer.transport.write(b"".join([
-            pkt.frame() if type(pkt) is Message else _frame(pkt.encode()) for pkt in packets]))
+        writer.transport.write(_frames(packets))
         if writer.protocol._paused:  # as aiohttp's writer does: wait while the peer is slow
             await writer.protocol._drain_helper()
 
@@ -89,6 +105,11 @@ class Message:
         if self._frame is None:
             self._frame = _frame(self.encode())
         return self._frame
+
+
+def _frames(packets: list[Any]) -> bytes:
+    return b"".join([
+        pkt.frame() if type(pkt) is Message else _frame(pkt.encode()) for pkt in packets])
 
 
 _TEXT, _BINARY = 0x81, 0x82  # FIN + opcode: a whole text or binary frame
