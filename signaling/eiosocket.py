@@ -26,6 +26,7 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
     connected: bool
     upgraded: bool
     upgrading: bool
+    last_ping: float | None
 
     _ws: Any = None  # the WebSocket, while this socket's handler runs on one
     _held: list[Any] | None = None
@@ -54,6 +55,23 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
             for message in held:
                 self.queue.put_nowait(message)
 
+    _ping: asyncio.TimerHandle | None = None
+
+    def schedule_ping(self) -> None:
+        # engine.io starts a task that sleeps until the next ping, for every client: about
+        # a kilobyte each while idle. A timer does the same.
+        if self.last_ping:
+            self.last_ping = None
+            self._ping = asyncio.get_running_loop().call_later(
+                self.server.ping_interval, self._send_ping_now)
+
+    def _send_ping_now(self) -> None:
+        self._ping = None
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            self.release()
+            self.queue.put_nowait(packet.Packet(packet.PING))
+
     async def receive(self, pkt: packet.Packet) -> None:
         if pkt.packet_type == packet.MESSAGE:
             await self._message(pkt.data)
@@ -80,6 +98,9 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         self.queue.put_nowait(pkt)
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        if self._ping is not None:
+            self._ping.cancel()
+            self._ping = None
         await super().close(wait=False, abort=abort, reason=reason)
         if self.upgraded:
             await self.queue.put(None)  # the writer sends what is queued, then closes

@@ -23,6 +23,10 @@ from .packetqueue import PacketQueue
 from .transport import Message
 
 
+_ENVIRON_KEPT = ("REMOTE_ADDR", "HTTP_X_FORWARDED_FOR", "HTTP_ORIGIN", "HTTP_USER_AGENT",
+                 "aiohttp.request")
+
+
 class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     """engine.io's server, whose sockets hold packets back to write them together."""
 
@@ -77,6 +81,16 @@ class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
         a task switch.
         """
         self.eio.post(eio_sid, message)
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        await super()._handle_connect(eio_sid, namespace, data)
+        # The connection's environ holds every request header for as long as it lives
+        # (a kilobyte and a half); once connected, the node reads only these.
+        environ = self.environ.get(eio_sid)
+        if environ is not None:
+            kept = {k: environ[k] for k in _ENVIRON_KEPT if k in environ}
+            environ.clear()
+            environ.update(kept)
 
     async def _send_packet(self, eio_sid: str, pkt: socketio.packet.Packet) -> None:
         encoded = pkt.encode()
