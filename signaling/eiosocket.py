@@ -30,30 +30,71 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
 
     _ws: Any = None  # the WebSocket, while this socket's handler runs on one
     _held: list[Any] | None = None
+    _writing: asyncio.Future[None] | None = None
 
     def hold(self, message: Any) -> bool:
-        """Keep a packet to write with others (`release`), when nothing is ahead of it
-        in the queue; else queue it. True when this is the first one held."""
+        """Keep a packet to write with others (`release`), when nothing is ahead of it;
+        else queue it. True when this is the first one held."""
         if self._held is not None:
             self._held.append(message)
             return False
-        if self._ws is None or not self.queue.waiting():
-            self.queue.put_nowait(message)
+        if not self._idle():
+            self._put(message)
             return False
         self._held = [message]
         return True
 
     def release(self) -> None:
-        """Write the packets held, at once when the WebSocket takes them, else through
-        the writer."""
+        """Write the packets held: at once when the WebSocket takes them, else through a
+        writer."""
         held, self._held = self._held, None
         if not held:
             return
-        if self._ws is not None and self.queue.waiting() and self._ws.writable():
+        if self._idle() and self._ws.writable():
             self._ws.write(held)
         else:
             for message in held:
-                self.queue.put_nowait(message)
+                self._put(message)
+
+    def _idle(self) -> bool:
+        """On a WebSocket, with nothing queued or being written."""
+        return self._ws is not None and self._writing is None and self.queue.empty()
+
+    def _put(self, pkt: Any) -> None:
+        """Queue a packet; on a WebSocket, a writer sends the queue until it is empty.
+        Writers come and go: an idle connection has none (a Task each was a kilobyte
+        and a half)."""
+        self.queue.put_nowait(pkt)
+        if self._ws is not None and self._writing is None:
+            self._start_writer(self._ws)
+
+    def _start_writer(self, ws: Any) -> None:
+        self._writing = writing = asyncio.ensure_future(self._write(ws))
+
+        def written(_: object) -> None:  # even if cancelled before it ran
+            if self._writing is writing:
+                self._writing = None
+
+        writing.add_done_callback(written)
+
+    async def _write(self, ws: Any) -> None:
+        queue: PacketQueue = self.queue
+        done = False
+        try:
+            while packets := queue.drain():
+                done = None in packets  # the reader is done, or `close`: stop
+                if done:
+                    packets = packets[:packets.index(None)]
+                if packets:
+                    await ws.send_many(packets)
+                if done:
+                    break
+        except Exception:  # as engine.io's writer: a failed send ends the connection
+            done = True
+        self._writing = None
+        if done:
+            self._ws = None  # no writer after this one
+            await ws.close()
 
     _ping: asyncio.TimerHandle | None = None
 
@@ -70,7 +111,7 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         if not self.closing and not self.closed:
             self.last_ping = time.time()
             self.release()
-            self.queue.put_nowait(packet.Packet(packet.PING))
+            self._put(packet.Packet(packet.PING))
 
     async def receive(self, pkt: packet.Packet) -> None:
         if pkt.packet_type == packet.MESSAGE:
@@ -95,7 +136,7 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
             await self.check_ping_timeout()  # closes the socket
             return
         self.release()  # what is held goes first (a DISCONNECT before engine.io's CLOSE)
-        self.queue.put_nowait(pkt)
+        self._put(pkt)
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
         if self._ping is not None:
@@ -103,7 +144,7 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
             self._ping = None
         await super().close(wait=False, abort=abort, reason=reason)
         if self.upgraded:
-            await self.queue.put(None)  # the writer sends what is queued, then closes
+            self._put(None)  # the writer sends what is queued, then closes the WebSocket
         if wait:
             await self.queue.join()
 
@@ -148,33 +189,9 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
             self.connected = True
             self.upgraded = True
 
-        queue: PacketQueue = self.queue
         self._ws = ws
-
-        async def writer() -> None:
-            while True:
-                packets = queue.drain()
-                if not packets:
-                    try:  # no timeout: see the module's docstring
-                        packets = [await queue.get()]
-                    except asyncio.CancelledError:
-                        break
-                    queue.task_done()
-                    packets += queue.drain()
-                done = None in packets  # the reader is done, or `close`: stop
-                if done:
-                    packets = packets[:packets.index(None)]
-                try:
-                    if packets:
-                        await ws.send_many(packets)
-                except Exception:
-                    break
-                if done:
-                    await ws.close()
-                    return
-            await ws.close()
-
-        writer_task = asyncio.ensure_future(writer())
+        if not self.queue.empty():  # engine.io's OPEN, or what came during an upgrade
+            self._start_writer(ws)
         server.logger.info("%s: Upgrade to websocket successful", self.sid)
         while True:
             try:
@@ -199,9 +216,13 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
                 break
             except Exception:  # pragma: no cover
                 server.logger.exception("Unknown receive error")
-        self._ws = None
         self.release()
-        await self.queue.put(None)  # unlock the writer so it can exit
-        with contextlib.suppress(Exception):
-            await writer_task
-        await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+        self._put(None)  # the writer sends what is queued, then closes the WebSocket
+        writing, self._ws = self._writing, None
+        try:
+            if writing is not None:
+                with contextlib.suppress(Exception):
+                    # Shielded: a cancelled handler must not cancel the writer's close.
+                    await asyncio.shield(writing)
+        finally:
+            await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)

@@ -29,10 +29,6 @@ class PacketQueue:
     def empty(self) -> bool:
         return not self._items
 
-    def waiting(self) -> bool:
-        """Whether a getter waits for the next item (so nothing is queued)."""
-        return self._getter is not None and not self._getter.done()
-
     def put_nowait(self, item: Any) -> None:
         self._unfinished += 1
         getter, self._getter = self._getter, None

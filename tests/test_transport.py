@@ -133,7 +133,8 @@ async def test_a_websocket_client_that_falls_silent_is_closed(make_node: NodeFac
     async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
         assert (await ws.receive_str()).startswith("0{")
         await ws.send_str("40" + json.dumps({"token": node.token("bob")}))
-        assert (await ws.receive_str()).startswith("40{")
+        got = await ws.receive_str()
+        assert got.startswith("40{"), got
         sockets = node.server.app[SIO].eio.sockets
         assert len(sockets) == 2
         async with asyncio.timeout(10):
