@@ -169,11 +169,11 @@ class SignalingEdge:
 
     async def _emit(self, conn: ConnectionId, event: ServerEvent, payload: Ack) -> None:
         """Emit to a connection: straight to it when it is this node's, else through the
-        client manager to the node that has it."""
+        client manager to the node that has it, encoded here once."""
         if self.sessions.local(conn) is not None:
             self._emit_local(conn, event, payload)
         else:
-            await self._sio.emit(event, payload, to=conn)
+            await self._sio.post_remote(conn, self._encode(event, payload))
 
     def _emit_local(self, conn: ConnectionId, event: ServerEvent, payload: Ack) -> None:
         # Not sio.emit: its manager starts a task per recipient and waits on them all,

@@ -1,10 +1,12 @@
-"""python-socketio's Redis client manager, with two changes for a service that must
-recover from a Redis restart by itself:
+"""python-socketio's Redis client manager, with three changes:
 
 - its listener reconnects with a backoff capped at two seconds (the stock one doubles
   up to a minute, so cross-node emits stayed lost long after Redis was back);
 - it closes its connections: on a reconnect, and when the app stops (the stock one
-  never stops its listener and leaves old connections to the garbage collector).
+  never stops its listener and leaves old connections to the garbage collector);
+- `post` carries a packet already encoded for one connection on another node, which
+  that node queues as it is: no encoding on either side of Redis but the sender's
+  one, and no task per recipient (a relayed signal across nodes cost both).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import socketio
+
+from .transport import Message
 
 RETRY_MIN, RETRY_MAX = 0.1, 2.0
 
@@ -48,6 +52,20 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.aclose(), 2)
+
+    async def post(self, sid: str, text: str) -> None:
+        """Send an encoded Socket.IO packet to a connection of another node."""
+        await self._publish({"method": "emit", "encoded": text, "room": sid,
+                             "namespace": "/", "host_id": self.host_id})
+
+    async def _handle_emit(self, message: dict[str, Any]) -> None:
+        text = message.get("encoded")
+        if text is None:
+            await super()._handle_emit(message)
+            return
+        eio_sid = self.eio_sid_from_sid(message["room"], "/")
+        if eio_sid is not None:  # else it is on another node, or gone
+            self.server.post(eio_sid, Message(text))
 
     async def aclose(self) -> None:
         task: Any = getattr(self, "thread", None)

@@ -82,6 +82,14 @@ class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
         """
         self.eio.post(eio_sid, message)
 
+    async def post_remote(self, sid: str, message: Message) -> None:
+        """Send an encoded packet to a connection on another node (through Redis)."""
+        post = getattr(self.manager, "post", None)
+        if post is None:  # one node on its own: there is no other node
+            self.logger.warning("no other node to send to %s", sid)
+            return
+        await post(sid, message.text)
+
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
         await super()._handle_connect(eio_sid, namespace, data)
         # The connection's environ holds every request header for as long as it lives
