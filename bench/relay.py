@@ -420,7 +420,7 @@ def bench_server(name: str, procs: Procs, start: Any, port: int, opts: argparse.
             out["idle_plain"] = idle(False)
             out["ok"] = True
             return out
-        out["idle"] = idle(not opts.no_deflate)
+        out["idle"] = {} if opts.hot_path else idle(not opts.no_deflate)
 
         measured_max = opts.warmup + opts.duration + 120
 
@@ -459,7 +459,8 @@ def bench_server(name: str, procs: Procs, start: Any, port: int, opts: argparse.
             out["broadcast_runs"].append(measured("broadcast", [
                 "--rooms", str(opts.rooms), "--room-size", "10", "--window", str(opts.window)]))
         lat_runs = out["latency_runs"]
-        out["latency"] = median_of(lat_runs[opts.rates[0]], ("latency_ms", "p99"))
+        out["latency"] = (median_of(lat_runs[opts.rates[0]], ("latency_ms", "p99"))
+                          if opts.rates else {})
         out["throughput"] = median_of(out["throughput_runs"], ("msgs_per_s",))
         thr_runs, bc_runs = out["throughput_runs"], out["broadcast_runs"]
         out["summary"] = {
@@ -473,8 +474,8 @@ def bench_server(name: str, procs: Procs, start: Any, port: int, opts: argparse.
                for rate in opts.rates},
             "broadcast_per_s": median(bc_runs, "msgs_per_s"),
             "broadcast_per_cpu_s": median(bc_runs, "msgs_per_cpu_s"),
-            "kb_per_conn": out["idle"]["kb_per_conn"],
-            "joins_per_s": out["idle"]["joins_per_s"],
+            "kb_per_conn": _get(out["idle"], "kb_per_conn"),
+            "joins_per_s": _get(out["idle"], "joins_per_s"),
         }
         out["rss_end_kb"] = rss_kb(pid)
         out["ok"] = True
@@ -520,7 +521,8 @@ def table(ours: dict[str, Any] | None, ref: dict[str, Any] | None, opts: argpars
     if not opts.no_deflate:
         specs.append((f"kB per idle connection (N={opts.conns}, no deflate offered)",
                       "kb_per_conn_plain", "{:.1f}"))
-    rows = [(label, g(ours, key), g(ref, key), fmt) for label, key, fmt in specs]
+    rows = [(label, g(ours, key), g(ref, key), fmt) for label, key, fmt in specs
+            if g(ours, key) is not None or g(ref, key) is not None]
     head = ("metric", "mikoto-rtc", "reference", "ratio (this/reference)")
     body = []
     for label, a, b, fmt in rows:
@@ -549,16 +551,19 @@ def notes(results: list[dict[str, Any]]) -> str:
             continue
         thr, lat, idle = r["throughput"], r["latency"], r["idle"]
         server_cpu = _pct(thr.get("server_cpu_util")) or 0
-        out.append(
-            f"- {r['name']}: throughput run: server CPU {server_cpu:.0f}%,"
-            f" loadgen CPU {100 * thr.get('loadgen_cpu_in_window', 0):.0f}%,"
-            f" ack errors {thr.get('ack_errors')}; latency run: sent {lat.get('sent')},"
-            f" received {lat.get('received')}, p99.9 {_fmt(_get(lat, 'latency_ms', 'p999'))} ms,"
-            f" max {_fmt(_get(lat, 'latency_ms', 'max'))} ms; idle: RSS"
-            f" {idle['rss_before_kb'] / 1024:.1f} -> {idle['rss_holding_kb'] / 1024:.1f} MiB"
-            f" for {idle['conns']} conns (setup {idle['setup_s']:.1f}s);"
-            f" permessage-deflate negotiated: {idle.get('deflate_negotiated')}"
-        )
+        line = (f"- {r['name']}: throughput run: server CPU {server_cpu:.0f}%,"
+                f" loadgen CPU {100 * thr.get('loadgen_cpu_in_window', 0):.0f}%,"
+                f" ack errors {thr.get('ack_errors')}")
+        if lat:
+            line += (f"; latency run: sent {lat.get('sent')}, received {lat.get('received')},"
+                     f" p99.9 {_fmt(_get(lat, 'latency_ms', 'p999'))} ms,"
+                     f" max {_fmt(_get(lat, 'latency_ms', 'max'))} ms")
+        if idle:
+            line += (f"; idle: RSS {idle['rss_before_kb'] / 1024:.1f} ->"
+                     f" {idle['rss_holding_kb'] / 1024:.1f} MiB for {idle['conns']} conns"
+                     f" (setup {idle['setup_s']:.1f}s); permessage-deflate negotiated:"
+                     f" {idle.get('deflate_negotiated')}")
+        out.append(line)
         if thr.get("runs", 1) > 1:
             spans = [f"throughput {_span(r['throughput_runs'], 0, 'msgs_per_cpu_s')} msgs per"
                      " CPU-s",
@@ -603,7 +608,10 @@ def ensure_node_modules() -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="short runs (about 30 s in all)")
+    ap.add_argument("--quick", action="store_true", help="short runs (about 2 minutes in all)")
+    ap.add_argument("--hot-path", action="store_true",
+                    help="relay and broadcast only, 2 s each (about 30 s in all): the check"
+                         " for anyone changing the hot path")
     ap.add_argument("--only", choices=["mikoto", "reference"], help="run one server only")
     ap.add_argument("--pairs", type=int, default=10, help="client pairs (throughput, latency)")
     ap.add_argument("--window", type=int, default=8, help="outstanding acks per sender")
@@ -625,7 +633,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     ap.add_argument("--keep-logs", action="store_true", help="keep the temp dir with logs")
     opts = ap.parse_args(argv)
-    opts.duration = opts.duration if opts.duration is not None else (3 if opts.quick else 10)
+    if opts.hot_path:
+        opts.quick = True
+        opts.rates = ""
+    short = 2 if opts.hot_path else 3
+    opts.duration = opts.duration if opts.duration is not None else (short if opts.quick else 10)
     opts.warmup = opts.warmup if opts.warmup is not None else (1 if opts.quick else 2)
     opts.conns = opts.conns if opts.conns is not None else (500 if opts.quick else 5000)
     opts.rates = [float(r) for r in opts.rates.split(",") if r.strip()]
@@ -672,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def bench(name: str, port: int) -> dict[str, Any]:
             out = bench_server(name, procs, starts[name], port, opts, workdir)
-            if out.get("ok") and not opts.no_deflate:
+            if out.get("ok") and not opts.no_deflate and not opts.hot_path:
                 plain = bench_server(name, procs, starts[name], port, opts, workdir,
                                      plain_idle_only=True)
                 out["idle_plain"] = plain.get("idle_plain")
@@ -692,7 +704,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"relay benchmark  {time.strftime('%Y-%m-%d %H:%M')}  "
               f"{os.cpu_count()} CPUs  pairs={opts.pairs} window={opts.window} "
               f"duration={opts.duration:g}s payload={opts.kind}~{opts.payload}B"
-              f"{' (quick)' if opts.quick else ''}  background load {busy:.2f} cores")
+              f"{' (hot path)' if opts.hot_path else ' (quick)' if opts.quick else ''}"
+              f"  background load {busy:.2f} cores")
         print(table(ours, ref, opts))
         print()
         print(notes(results))
