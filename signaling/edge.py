@@ -58,8 +58,8 @@ from .push import PushHook
 from .rooms import Participant, RoomService
 from .sessions import Session, SessionService, node_key
 from .sioserver import SignalingServer
-from .transport import Message
 from .store import Store, Tx
+from .transport import Message
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 
 class PacketQueue:
-    __slots__ = ("_loop", "_items", "_getter", "_unfinished", "_finished")
+    __slots__ = ("_finished", "_getter", "_items", "_loop", "_unfinished")
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -22,7 +22,6 @@ from .eiosocket import EngineSocket
 from .packetqueue import PacketQueue
 from .transport import Message
 
-
 _ENVIRON_KEPT = ("REMOTE_ADDR", "HTTP_X_FORWARDED_FOR", "HTTP_ORIGIN", "HTTP_USER_AGENT",
                  "aiohttp.request")
 

@@ -91,7 +91,7 @@ class Message:
     Message can go to many connections (a room event): its WebSocket frame is made once.
     """
 
-    __slots__ = ("text", "_frame")
+    __slots__ = ("_frame", "text")
     packet_type = eio_packet.MESSAGE
 
     def __init__(self, text: str) -> None:
