@@ -340,6 +340,9 @@ def start_mikoto(procs: Procs, port: int, workdir: Path, log_level: str
         # No media worker: the reference has none, and rooms of 10 would be forwarded
         # through it, making it one more recipient of every room event, on the same core.
         "MIKOTO_RTC_MEDIA_WORKERS": "0",
+        # The reference has no rate limits: ours stay on the path, set out of reach.
+        **{f"MIKOTO_RTC_RATE_{kind}": "1000000000/1000000000"
+           for kind in ("SIGNAL", "PRESENCE", "FILE", "OTHER", "CONNECT")},
         "MIKOTO_RTC_LOG_LEVEL": log_level,
         "PYTHONUNBUFFERED": "1",
     })

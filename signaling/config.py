@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .ratelimit import Rate
 
 PREFIX = "MIKOTO_RTC_"
 # Secrets starting with this are the clearly-marked development values from the
@@ -89,8 +90,23 @@ class Config:
     # Node processes `serve` runs on one port (SO_REUSEPORT), to use every core of a
     # machine; more than one shares state through Redis (redis_url).
     processes: int = 1
+    # Rate limits as "EVENTS_PER_SECOND/BURST" (docs/security.md): per connection for each
+    # class of event (signal; participant:update; file:progress; everything else), and
+    # per client address for connects. A connection refused more than rate_strikes
+    # events within 10 s is dropped.
+    rate_signal: str = "100/300"
+    rate_presence: str = "10/30"
+    rate_file: str = "20/60"
+    rate_other: str = "20/60"
+    rate_connect: str = "20/100"
+    rate_strikes: int = 50
 
     def __post_init__(self) -> None:
+        for name in ("rate_signal", "rate_presence", "rate_file", "rate_other", "rate_connect"):
+            try:
+                Rate.parse(getattr(self, name))
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port out of range: {self.port}")
         if self.room_max_participants < 2:
@@ -99,7 +115,8 @@ class Config:
                      "ping_interval", "ping_timeout", "room_log_size", "dedup_window",
                      "call_ring_timeout", "call_max_callees", "file_max_bytes",
                      "file_relay_max_bytes", "file_ttl", "worker_capacity", "echo_duration",
-                     "mesh_max_participants", "room_log_age", "node_heartbeat", "node_timeout"):
+                     "mesh_max_participants", "room_log_age", "node_heartbeat", "node_timeout",
+                     "rate_strikes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.turn_urls and not self.turn_secret:

@@ -26,7 +26,15 @@ from .auth import verify_token
 from .calls import CallService, Notice
 from .coalesce import Coalescer
 from .config import Config
-from .errors import BadRequest, ErrorCode, Forbidden, NotFound, RtcError, Unavailable
+from .errors import (
+    BadRequest,
+    ErrorCode,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    RtcError,
+    Unavailable,
+)
 from .fanout import Fanout
 from .files import FileService, Transfer
 from .ice import ice_servers
@@ -55,6 +63,7 @@ from .protocol import (
     split_cid,
 )
 from .push import PushHook
+from .ratelimit import AddressLimiter, ConnectionLimiter, limits_of
 from .rooms import Participant, RoomService
 from .sessions import Session, SessionService, node_key
 from .sioserver import SignalingServer
@@ -111,6 +120,9 @@ class SignalingEdge:
         # This node's connections of media workers (a drain does not wait for them).
         self._services: set[ConnectionId] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._limits = limits_of(config)
+        self._limiters: dict[ConnectionId, ConnectionLimiter] = {}
+        self._connects = AddressLimiter(self._limits.connect, time.monotonic)
         self._left_listeners: list[LeftListener] = []
         self._ended_listeners: list[EndedListener] = []
         self._join_extras: list[JoinFields] = []
@@ -227,11 +239,13 @@ class SignalingEdge:
         try:
             if self._draining:
                 raise Unavailable("this node is draining; connect to another one")
+            self._connects.check(str(environ.get("REMOTE_ADDR")))
             if auth is None:
                 auth = {}
             if not isinstance(auth, dict):
                 raise BadRequest("auth must be an object")
             who = verify_token(self._secret, auth.get("token"))
+            self._limiters[conn] = ConnectionLimiter(self._limits)
             if auth.get("session") is None:
                 session = await self.sessions.open(conn, who)
                 if who.grants.service:
@@ -247,6 +261,7 @@ class SignalingEdge:
                     await self._rooms.replay(room, last_seq[room], me)
             session, replaced = await self.sessions.reattach(claimed, who, conn)
         except RtcError as exc:
+            self._limiters.pop(conn, None)
             self._refuse(sid, exc, environ)
         if who.grants.service:
             self._services.add(conn)
@@ -289,6 +304,7 @@ class SignalingEdge:
 
     async def _disconnect(self, sid: str, reason: object = None) -> None:
         conn = ConnectionId(sid)
+        self._limiters.pop(conn, None)
         self._fanout.detach_all(conn)
         self._services.discard(conn)
         try:
@@ -380,6 +396,7 @@ class SignalingEdge:
                 session = self.sessions.attached(ConnectionId(sid))
                 if session is None:  # an event racing its own disconnect
                     raise BadRequest("not connected")
+                self._limit(sid, event)
                 if len(args) > 1 or (not args and event not in _NO_PAYLOAD):
                     raise BadRequest("expected exactly one payload argument")
                 cid, data = split_cid(args[0] if args else None)
@@ -408,10 +425,24 @@ class SignalingEdge:
             log.exception("internal error handling %s sid=%s", event, sid)
             return error(ErrorCode.INTERNAL, "internal error")
 
+    def _limit(self, sid: str, event: str) -> None:
+        limiter = self._limiters.get(ConnectionId(sid))
+        if limiter is None:
+            return
+        now = time.monotonic()
+        try:
+            limiter.check(event, now)
+        except RateLimited:
+            if limiter.strike(now):
+                log.warning("dropping sid=%s: over its rate limits %d times in %g s",
+                            sid, self._limits.strikes, self._limits.strike_window)
+                self._spawn(self._sio.disconnect(sid))
+            raise
+
     @staticmethod
     def _error(event: str, sid: str, exc: RtcError) -> Ack:
         log.info("refused %s sid=%s code=%s: %s", event, sid, exc.code, exc.message)
-        return error(exc.code, exc.message)
+        return {"ok": False, "error": exc.to_wire()}
 
     async def _unknown(self, event: str, sid: str, *args: Any) -> Ack:
         log.info("unknown event %.64r sid=%s", event, sid)

@@ -1,6 +1,7 @@
 """One exception tree; the edge maps each class to a protocol error code."""
 
 from enum import StrEnum
+from typing import Any
 
 
 class ErrorCode(StrEnum):
@@ -26,7 +27,7 @@ class RtcError(Exception):
         super().__init__(message)
         self.message = message
 
-    def to_wire(self) -> dict[str, str]:
+    def to_wire(self) -> dict[str, Any]:
         return {"code": self.code.value, "message": self.message}
 
 
@@ -52,6 +53,17 @@ class RoomFull(RtcError):
 
 class RateLimited(RtcError):
     code = ErrorCode.RATE_LIMITED
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def to_wire(self) -> dict[str, Any]:
+        return {**super().to_wire(), "retryAfter": self.retry_after_ms}
+
+    @property
+    def retry_after_ms(self) -> int:
+        return max(1, round(self.retry_after * 1000))
 
 
 class Conflict(RtcError):
