@@ -100,6 +100,9 @@ class Config:
     rate_other: str = "20/60"
     rate_connect: str = "20/100"
     rate_strikes: int = 50
+    # Audit log (docs/security.md): JSON lines appended to this file ("-": stderr), and
+    # always to the `mikoto.audit` logger.
+    audit_log: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("rate_signal", "rate_presence", "rate_file", "rate_other", "rate_connect"):

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 import socketio
 
+from .audit import Audit
 from .auth import verify_token
 from .calls import CallService, Notice
 from .coalesce import Coalescer
@@ -123,6 +124,8 @@ class SignalingEdge:
         self._limits = limits_of(config)
         self._limiters: dict[ConnectionId, ConnectionLimiter] = {}
         self._connects = AddressLimiter(self._limits.connect, time.monotonic)
+        self.audit = Audit(config.audit_log)
+        self._addresses: dict[ConnectionId, str] = {}
         self._left_listeners: list[LeftListener] = []
         self._ended_listeners: list[EndedListener] = []
         self._join_extras: list[JoinFields] = []
@@ -239,13 +242,15 @@ class SignalingEdge:
         try:
             if self._draining:
                 raise Unavailable("this node is draining; connect to another one")
-            self._connects.check(str(environ.get("REMOTE_ADDR")))
+            address = str(environ.get("REMOTE_ADDR"))
+            self._connects.check(address)
             if auth is None:
                 auth = {}
             if not isinstance(auth, dict):
                 raise BadRequest("auth must be an object")
             who = verify_token(self._secret, auth.get("token"))
             self._limiters[conn] = ConnectionLimiter(self._limits)
+            self._addresses[conn] = address
             if auth.get("session") is None:
                 session = await self.sessions.open(conn, who)
                 if who.grants.service:
@@ -262,6 +267,10 @@ class SignalingEdge:
             session, replaced = await self.sessions.reattach(claimed, who, conn)
         except RtcError as exc:
             self._limiters.pop(conn, None)
+            self._addresses.pop(conn, None)
+            self.audit.record(
+                "auth_failed" if exc.code in (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN)
+                else "connect_refused", ip=environ.get("REMOTE_ADDR"), reason=exc.code.value)
             self._refuse(sid, exc, environ)
         if who.grants.service:
             self._services.add(conn)
@@ -305,6 +314,7 @@ class SignalingEdge:
     async def _disconnect(self, sid: str, reason: object = None) -> None:
         conn = ConnectionId(sid)
         self._limiters.pop(conn, None)
+        self._addresses.pop(conn, None)
         self._fanout.detach_all(conn)
         self._services.discard(conn)
         try:
@@ -436,12 +446,22 @@ class SignalingEdge:
             if limiter.strike(now):
                 log.warning("dropping sid=%s: over its rate limits %d times in %g s",
                             sid, self._limits.strikes, self._limits.strike_window)
+                self.audit.record("rate_limit_disconnect", **self._who(sid),
+                                  reason=f"more than {self._limits.strikes} refused events")
                 self._spawn(self._sio.disconnect(sid))
             raise
 
-    @staticmethod
-    def _error(event: str, sid: str, exc: RtcError) -> Ack:
+    def _who(self, sid: str) -> dict[str, str | None]:
+        """A connection's user and address, for the audit log."""
+        session = self.sessions.attached(ConnectionId(sid))
+        return {"user": session.user if session is not None else None,
+                "ip": self._addresses.get(ConnectionId(sid))}
+
+    def _error(self, event: str, sid: str, exc: RtcError) -> Ack:
         log.info("refused %s sid=%s code=%s: %s", event, sid, exc.code, exc.message)
+        if exc.code is ErrorCode.FORBIDDEN:
+            self.audit.record("grant_refused", **self._who(sid), request=event,
+                              reason=exc.message)
         return {"ok": False, "error": exc.to_wire()}
 
     async def _unknown(self, event: str, sid: str, *args: Any) -> Ack:
@@ -472,6 +492,9 @@ class SignalingEdge:
                     await listener(session, me)
                 except Exception:
                     log.exception("participant-joined listener failed for %s", me.id)
+        self.audit.record("join", user=who.user, room=req.room, participant=me.id,
+                          ip=self._addresses.get(session.connection) if session.connection
+                          else None, hidden=me.hidden or None)
         return ok(
             room=req.room,
             seq=joined.seq,
@@ -697,6 +720,7 @@ class SignalingEdge:
             await self._sio.disconnect(conn)
 
     async def aclose(self) -> None:
+        self.audit.close()
         self._file_states.close()
         for task in list(self._tasks):
             task.cancel()

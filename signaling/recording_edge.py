@@ -108,6 +108,7 @@ class RecordingEdge:
         seq = await self._announce(rec, rec.wire())
         log.info("recording %s of %s started by %s on worker %s", rec.id, room, me.user,
                  rec.worker)
+        self._edge.audit.record("recording_start", user=me.user, room=room, recording=rec.id)
         return ok(seq=seq, **rec.wire())
 
     async def _give_to_worker(self, rec: Recording, session: Session,
@@ -131,6 +132,8 @@ class RecordingEdge:
         if rec is None:
             raise NotFound(f"room {room!r} is not being recorded")
         seq = await self._end(rec, by=session.user, reason="stopped")
+        self._edge.audit.record("recording_stop", user=session.user, room=room,
+                                recording=rec.id)
         return ok(seq=seq, recording=rec.id)
 
     async def _end(self, rec: Recording, *, by: str | None, reason: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -69,8 +70,9 @@ async def joined_with_record_grant(node: Node, join: JoinPeer) -> HeadlessPeer:
     return peer
 
 
-async def test_a_two_party_call_is_recorded_track_by_track(node: Node, worker: MediaWorker,
-                                                           join: JoinPeer) -> None:
+async def test_a_two_party_call_is_recorded_track_by_track(
+        node: Node, worker: MediaWorker, join: JoinPeer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="mikoto.audit")
     alice = await joined_with_record_grant(node, join)
     bob = await join("bob")
     bob_log = EventLog(bob._client)
@@ -90,6 +92,11 @@ async def test_a_two_party_call_is_recorded_track_by_track(node: Node, worker: M
     assert stopped["recording"] == state["recording"]
     ended = await bob_log.wait_for(RecordingState, lambda e: not e.active)
     assert ended.by == "alice" and ended.reason == "stopped"
+    audited = [json.loads(r.getMessage()) for r in caplog.records if r.name == "mikoto.audit"]
+    assert [(a["event"], a["user"], a["room"], a["recording"]) for a in audited
+            if a["event"].startswith("recording_")] == [
+        ("recording_start", "alice", ROOM, state["recording"]),
+        ("recording_stop", "alice", ROOM, state["recording"])]
     await eventually(lambda: catalog(node.config.recordings_dir)["state"] == "complete",
                      timeout=10)
     await eventually(lambda: all(p.upstream is None for p in (alice, bob)))
