@@ -465,6 +465,10 @@ class SignalingEdge:
         return {"ok": False, "error": exc.to_wire()}
 
     async def _unknown(self, event: str, sid: str, *args: Any) -> Ack:
+        try:
+            self._limit(sid, "")  # counts as "other": a flood of nonsense is one too
+        except RateLimited as exc:
+            return self._error("unknown", sid, exc)
         log.info("unknown event %.64r sid=%s", event, sid)
         return error(ErrorCode.BAD_REQUEST, f"unknown event {event[:64]!r}")
 

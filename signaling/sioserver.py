@@ -19,8 +19,13 @@ import engineio
 import socketio
 
 from .eiosocket import EngineSocket
+from .errors import ErrorCode
 from .packetqueue import PacketQueue
+from .protocol import error
 from .transport import Message
+
+# Names python-socketio routes to handlers of its own events, not a client's.
+_NOT_CLIENT_EVENTS = frozenset({"connect", "disconnect", "*"})
 
 _ENVIRON_KEPT = ("REMOTE_ADDR", "HTTP_X_FORWARDED_FOR", "HTTP_ORIGIN", "HTTP_USER_AGENT",
                  "aiohttp.request")
@@ -108,7 +113,16 @@ class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
 
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None,
                             data: list[Any]) -> None:
-        if not data or data[0] not in self._inline:
+        if not data or type(data[0]) is not str or data[0] in _NOT_CLIENT_EVENTS:
+            # python-socketio would hand these to the connect, disconnect or catch-all
+            # handler as if the server had raised them (a client's "disconnect" event
+            # detached its own session; a name that is not a string raised in a task).
+            if id is not None:
+                await self._send_packet(eio_sid, self.packet_class(
+                    socketio.packet.ACK, namespace=namespace, id=id,
+                    data=[error(ErrorCode.BAD_REQUEST, "not an event name a client may send")]))
+            return
+        if data[0] not in self._inline:
             await super()._handle_event(eio_sid, namespace, id, data)
             return
         # python-socketio's own dispatch (`_handle_event_internal`, `_trigger_event`) looks

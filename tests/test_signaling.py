@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
+import aiohttp
 import pytest
 import socketio
 
@@ -295,3 +297,38 @@ async def test_draining_refuses_new_work_and_closes_connections(make_node: Any) 
     assert err.value.code == "unavailable"
     await asyncio.wait_for(drain, 5)
     assert not node.server.app[EDGE].connections()
+
+
+@pytest.mark.parametrize("name", ["disconnect", "connect", "*"])
+async def test_a_client_cannot_raise_the_servers_own_events(node: Node, name: str) -> None:
+    """python-socketio routes these names to the connect, disconnect and catch-all
+    handlers: a client's "disconnect" used to detach its own session (found by the fuzz
+    test), and "connect" to open a second one with an environ of its choosing."""
+    raw = socketio.AsyncClient(reconnection=False)
+    await raw.connect(node.url, auth={"token": node.token("mallory")}, transports=["websocket"])
+    node.cleanups.append(raw.disconnect)
+    await raw.call("room:join", {"room": "lobby"}, timeout=5)
+    ann = await node.client("ann")
+    log = EventLog(ann)
+    await ann.join("lobby")
+    ack = await raw.call(name, ({"REMOTE_ADDR": "203.0.113.9"}, {"token": "x"}), timeout=5)
+    assert ack["ok"] is False and ack["error"]["code"] == "bad_request"
+    ping = await raw.call("ping", {"t": 1}, timeout=5)
+    assert ping["ok"] is True  # still connected, same session
+    await ann.update("lobby", hand=True)  # everything before it has arrived
+    assert not [e for e in log.events if isinstance(e, ParticipantUpdated)
+                and e.participant.connection != "connected"]
+
+
+async def test_an_event_name_that_is_not_a_string_gets_bad_request(node: Node) -> None:
+    url = node.url + "/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        assert (await ws.receive_str()).startswith("0{")
+        await ws.send_str("40" + json.dumps({"token": node.token("mallory")}))
+        assert (await ws.receive_str()).startswith("40{")
+        await ws.send_str('427[["a"],{"room":"lobby"}]')
+        while True:
+            got = await ws.receive_str()
+            if got.startswith("437"):
+                break
+        assert json.loads(got[3:])[0]["error"]["code"] == "bad_request"
