@@ -16,7 +16,7 @@ from .fastjson import TextPacket
 from .filerelay import FileRelay
 from .forward_edge import ForwardEdge
 from .heartbeat import NODE, Heartbeat
-from .http import CONFIG, add_routes
+from .http import CONFIG, add_routes, origin_guard
 from .media_edge import MediaEdge
 from .memstore import MemoryStore
 from .protocol import ClientEvent
@@ -52,7 +52,7 @@ def create_app(config: Config) -> web.Application:
     """Build a signaling node. A dev config without a secret gets an ephemeral one here."""
     config = config.with_runtime_secret()
     assert config.secret is not None
-    app = web.Application()
+    app = web.Application(middlewares=[origin_guard(config)])
     node = "N" + secrets.token_hex(6)
     store: Store
     manager: RedisManager | None = None

@@ -100,6 +100,9 @@ class Config:
     rate_other: str = "20/60"
     rate_connect: str = "20/100"
     rate_strikes: int = 50
+    # Relay no ICE candidate naming a private, loopback or link-local address or an mDNS
+    # name (trickled, or in a description): nobody learns another's LAN address.
+    drop_private_candidates: bool = False
     # Audit log (docs/security.md): JSON lines appended to this file ("-": stderr), and
     # always to the `mikoto.audit` logger.
     audit_log: str | None = None

@@ -25,6 +25,7 @@ import socketio
 from .audit import Audit
 from .auth import verify_token
 from .calls import CallService, Notice
+from .candidates import is_private, without_private
 from .coalesce import Coalescer
 from .config import Config
 from .errors import (
@@ -529,7 +530,15 @@ class SignalingEdge:
     async def _signal(self, session: Session, data: object) -> Ack:
         req = parse_signal(data, self._config.max_sdp_bytes)
         sender, target = await self._rooms.route(session.id, req.room, req.to)
-        payload = {"room": req.room, "from": sender.id, **req.body}
+        body = req.body
+        if self._config.drop_private_candidates:
+            candidate, description = body.get("candidate"), body.get("description")
+            if candidate is not None and is_private(candidate["candidate"]):
+                return ok(dropped=True)  # not relayed: a private address
+            if description is not None:
+                body = {**body, "description": {
+                    **description, "sdp": without_private(description["sdp"])}}
+        payload = {"room": req.room, "from": sender.id, **body}
         await self._send_to_participant(target.session, payload)
         return ok()
 

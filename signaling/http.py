@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -64,6 +66,42 @@ def _bad(message: str) -> web.Response:
     return web.json_response(
         {"ok": False, "error": {"code": "bad_request", "message": message}}, status=400
     )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def origin_guard(config: Config) -> Any:
+    """Refuse /api requests a browser makes from another origin, unless it is one of
+    MIKOTO_RTC_CORS_ORIGINS (which also get CORS headers and preflight answers).
+    Requests without an Origin (other servers, the SDKs outside browsers) pass."""
+    allowed = set(config.cors_origins)
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin is None or not request.path.startswith("/api/"):
+            return await handler(request)
+        same = origin == f"{request.scheme}://{request.host}"
+        listed = "*" in allowed or origin in allowed
+        if not (same or listed):
+            log.info("refused %s %s from origin %.100s", request.method, request.path, origin)
+            return web.json_response(
+                {"ok": False, "error": {"code": "forbidden", "message": "origin not allowed"}},
+                status=403)
+        if request.method == "OPTIONS" and listed:
+            response: web.StreamResponse = web.Response(status=204, headers={
+                "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                "Access-Control-Max-Age": "600"})
+        else:
+            response = await handler(request)
+        if listed:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+        return response
+
+    return guard
 
 
 def add_routes(app: web.Application, config: Config) -> None:

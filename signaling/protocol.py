@@ -112,6 +112,9 @@ MAX_ID_LEN = 64
 MAX_CANDIDATE_LEN = 1024
 MAX_MID_LEN = 64
 MAX_MLINE_INDEX = 1024
+# A session description's lines: far more than a forwarded room of hundreds of tracks
+# has, far fewer than the size cap allows (a parser's cost grows with them).
+MAX_SDP_LINES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +231,8 @@ def _description(value: object, max_sdp_bytes: int) -> dict[str, str]:
         raise BadRequest(f"description.sdp exceeds {max_sdp_bytes} bytes")
     if kind != "rollback" and not sdp:
         raise BadRequest("description.sdp is required")
+    if sdp.count("\n") > MAX_SDP_LINES:
+        raise BadRequest(f"description.sdp has more than {MAX_SDP_LINES} lines")
     return {"type": kind, "sdp": sdp}
 
 

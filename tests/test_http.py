@@ -1,8 +1,10 @@
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import socketio
 from aiohttp import ClientSession
 
 from signaling.app import EDGE
@@ -93,3 +95,45 @@ async def test_readyz_is_ready_until_the_node_drains(node: Node) -> None:
                     await asyncio.sleep(0.02)
         finally:
             drain.cancel()
+
+
+async def test_the_api_refuses_browsers_of_other_origins(make_node: Any) -> None:
+    node = await make_node(cors_origins=("https://app.example",))
+    body = json.dumps({"user": "u1"})
+    async with ClientSession() as http:
+        async with http.post(node.url + "/api/dev/token", data=body,
+                             headers={"Origin": "https://evil.example"}) as resp:
+            assert resp.status == 403 and (await resp.json())["error"]["code"] == "forbidden"
+        async with http.post(node.url + "/api/dev/token", data=body,
+                             headers={"Origin": node.url}) as resp:  # same origin
+            assert resp.status == 200 and "Access-Control-Allow-Origin" not in resp.headers
+        async with http.post(node.url + "/api/dev/token", data=body,
+                             headers={"Origin": "https://app.example"}) as resp:
+            assert resp.status == 200
+            assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example"
+        async with http.options(node.url + "/api/recordings", headers={
+                "Origin": "https://app.example", "Access-Control-Request-Method": "GET"}) as resp:
+            assert resp.status == 204 and "Authorization" in resp.headers[
+                "Access-Control-Allow-Headers"]
+        async with http.post(node.url + "/api/dev/token", data=body) as resp:  # no Origin
+            assert resp.status == 200
+
+
+@pytest.mark.parametrize(("origin", "allowed"), [
+    ("https://app.example", True), ("https://evil.example", False), (None, True)])
+async def test_socketio_connects_only_from_allowed_origins(make_node: Any, origin: str | None,
+                                                          allowed: bool) -> None:
+    node = await make_node(cors_origins=("https://app.example",))
+    client = socketio.AsyncClient(reconnection=False)
+    connect = client.connect(node.url, auth={"token": node.token("ann")},
+                             transports=["websocket"],
+                             headers={"Origin": origin} if origin else {})
+    if allowed:
+        await connect
+        assert (await client.call("ping", {"t": 1}, timeout=5))["ok"] is True
+        await client.disconnect()
+    else:
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await connect
+        if client.eio.http is not None:  # refused before the upgrade: the client keeps it
+            await client.eio.http.close()
