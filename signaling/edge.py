@@ -123,7 +123,7 @@ class SignalingEdge:
         self._services: set[ConnectionId] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._limits = limits_of(config)
-        self._limiters: dict[ConnectionId, ConnectionLimiter] = {}
+        self._limiters: dict[str, ConnectionLimiter] = {}  # by connection
         self._connects = AddressLimiter(self._limits.connect, time.monotonic)
         self.audit = Audit(config.audit_log)
         self._addresses: dict[ConnectionId, str] = {}
@@ -250,7 +250,7 @@ class SignalingEdge:
             if not isinstance(auth, dict):
                 raise BadRequest("auth must be an object")
             who = verify_token(self._secret, auth.get("token"))
-            self._limiters[conn] = ConnectionLimiter(self._limits)
+            self._limiters[sid] = ConnectionLimiter(self._limits)
             self._addresses[conn] = address
             if auth.get("session") is None:
                 session = await self.sessions.open(conn, who)
@@ -267,7 +267,7 @@ class SignalingEdge:
                     await self._rooms.replay(room, last_seq[room], me)
             session, replaced = await self.sessions.reattach(claimed, who, conn)
         except RtcError as exc:
-            self._limiters.pop(conn, None)
+            self._limiters.pop(sid, None)
             self._addresses.pop(conn, None)
             self.audit.record(
                 "auth_failed" if exc.code in (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN)
@@ -314,7 +314,7 @@ class SignalingEdge:
 
     async def _disconnect(self, sid: str, reason: object = None) -> None:
         conn = ConnectionId(sid)
-        self._limiters.pop(conn, None)
+        self._limiters.pop(sid, None)
         self._addresses.pop(conn, None)
         self._fanout.detach_all(conn)
         self._services.discard(conn)
@@ -437,7 +437,7 @@ class SignalingEdge:
             return error(ErrorCode.INTERNAL, "internal error")
 
     def _limit(self, sid: str, event: str) -> None:
-        limiter = self._limiters.get(ConnectionId(sid))
+        limiter = self._limiters.get(sid)
         if limiter is None:
             return
         now = time.monotonic()

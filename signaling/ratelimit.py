@@ -38,24 +38,28 @@ class Rate:
 
 
 class Bucket:
-    __slots__ = ("_stamp", "_tokens")
+    __slots__ = ("_burst", "_per_second", "_stamp", "_tokens")
 
     def __init__(self, rate: Rate, now: float) -> None:
-        self._tokens = float(rate.burst)
+        self._per_second = rate.per_second
+        self._burst = float(rate.burst)
+        self._tokens = self._burst
         self._stamp = now
 
-    def take(self, rate: Rate, now: float) -> float:
+    def take(self, now: float) -> float:
         """Take a token: 0.0, or the seconds until one is back (nothing taken)."""
-        tokens = min(float(rate.burst), self._tokens + (now - self._stamp) * rate.per_second)
+        tokens = self._tokens + (now - self._stamp) * self._per_second
+        if tokens > self._burst:
+            tokens = self._burst
         self._stamp = now
         if tokens >= 1.0 - 1e-9:  # refills are sums of float steps
-            self._tokens = max(0.0, tokens - 1.0)
+            self._tokens = tokens - 1.0 if tokens > 1.0 else 0.0
             return 0.0
         self._tokens = tokens
-        return (1.0 - tokens) / rate.per_second
+        return (1.0 - tokens) / self._per_second
 
-    def full(self, rate: Rate, now: float) -> bool:
-        return self._tokens + (now - self._stamp) * rate.per_second >= rate.burst
+    def full(self, now: float) -> bool:
+        return self._tokens + (now - self._stamp) * self._per_second >= self._burst
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,25 +90,35 @@ def limits_of(config: Config) -> Limits:
 class ConnectionLimiter:
     """One connection's buckets, made as its events first come."""
 
-    __slots__ = ("_buckets", "_limits", "_since", "_strikes")
+    __slots__ = ("_buckets", "_by_event", "_limits", "_since", "_strikes")
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
-        self._buckets: dict[str, Bucket] = {}
+        self._buckets: dict[str, Bucket] = {}  # by class
+        self._by_event: dict[str, Bucket] = {}  # the same, by event name
         self._strikes = 0
         self._since = 0.0
 
     def check(self, event: str, now: float) -> None:
         """Let the event through, or raise `RateLimited` (with `retry_after`)."""
+        bucket = self._by_event.get(event)
+        if bucket is None:
+            bucket = self._bucket(event, now)
+        wait = bucket.take(now)
+        if wait:
+            kind = self._limits.classes.get(event, "other")
+            raise RateLimited(f"too many {kind} events: at most "
+                              f"{self._limits.events[kind].per_second:g} a second",
+                              retry_after=wait)
+
+    def _bucket(self, event: str, now: float) -> Bucket:
         kind = self._limits.classes.get(event, "other")
-        rate = self._limits.events[kind]
         bucket = self._buckets.get(kind)
         if bucket is None:
-            bucket = self._buckets[kind] = Bucket(rate, now)
-        wait = bucket.take(rate, now)
-        if wait:
-            raise RateLimited(f"too many {kind} events: at most {rate.per_second:g} a second",
-                              retry_after=wait)
+            bucket = self._buckets[kind] = Bucket(self._limits.events[kind], now)
+        if len(self._by_event) < 64:  # event names are the client's: keep the map small
+            self._by_event[event] = bucket
+        return bucket
 
     def strike(self, now: float) -> bool:
         """Count a refused event; True (once) when the connection has gone over too
@@ -127,11 +141,11 @@ class AddressLimiter:
     def check(self, address: str) -> None:
         now = self._clock()
         if now - self._swept > 60.0:  # a flood of addresses must not fill memory
-            self._buckets = {a: b for a, b in self._buckets.items() if not b.full(self._rate, now)}
+            self._buckets = {a: b for a, b in self._buckets.items() if not b.full(now)}
             self._swept = now
         bucket = self._buckets.get(address)
         if bucket is None:
             bucket = self._buckets[address] = Bucket(self._rate, now)
-        wait = bucket.take(self._rate, now)
+        wait = bucket.take(now)
         if wait:
             raise RateLimited(f"too many connects from {address}", retry_after=wait)

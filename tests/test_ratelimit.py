@@ -22,13 +22,12 @@ OFFER = {"type": "offer", "sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 
 
 
 def test_a_bucket_lets_a_burst_through_then_one_event_per_interval() -> None:
-    rate = Rate.parse("10/3")
-    bucket = Bucket(rate, now=100.0)
-    assert [bucket.take(rate, 100.0) for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert bucket.take(rate, 100.0) == pytest.approx(0.1)  # one token back in 1/10 s
-    assert bucket.take(rate, 100.05) == pytest.approx(0.05)
-    assert bucket.take(rate, 100.1) == 0.0
-    assert [bucket.take(rate, 200.0) for _ in range(4)][-1] > 0  # refills to the burst only
+    bucket = Bucket(Rate.parse("10/3"), now=100.0)
+    assert [bucket.take(100.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.take(100.0) == pytest.approx(0.1)  # one token back in 1/10 s
+    assert bucket.take(100.05) == pytest.approx(0.05)
+    assert bucket.take(100.1) == 0.0
+    assert [bucket.take(200.0) for _ in range(4)][-1] > 0  # refills to the burst only
 
 
 @pytest.mark.parametrize("text", ["", "10", "0/5", "10/0", "-1/5", "ten/5", "10/5/1"])
