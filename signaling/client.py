@@ -356,6 +356,7 @@ class SignalingClient:
         for name, parse in _PARSERS.items():
             self._sio.on(name, self._dispatcher(parse))
         self._sio.on("session", self._on_session)
+        self._sio.on("auth:expiring", self._on_expiring)
         self._sio.on("connect_error", self._on_connect_error)
         self._sio.on("disconnect", self._on_disconnect)
 
@@ -626,6 +627,17 @@ class SignalingClient:
             self._publish(event)
 
         return dispatch
+
+    async def _on_expiring(self, data: Any) -> None:
+        """The token expires soon: send a fresh one, when there is a token function
+        (with a fixed token the connection ends at its expiry)."""
+        if not callable(self._token):
+            log.warning("the token expires at %s and cannot be refreshed", data)
+            return
+        try:
+            await self.request("auth:refresh", {"token": self._token()})
+        except RequestError as exc:
+            log.warning("token refresh refused: %s", exc)
 
     def _on_session(self, data: Any) -> None:
         try:

@@ -103,6 +103,9 @@ class Config:
     # Relay no ICE candidate naming a private, loopback or link-local address or an mDNS
     # name (trickled, or in a description): nobody learns another's LAN address.
     drop_private_candidates: bool = False
+    # Seconds before a connection's token expires that it is sent `auth:expiring`; at
+    # expiry, a connection that did not `auth:refresh` is disconnected.
+    auth_expiry_notice: float = 60.0
     # Audit log (docs/security.md): JSON lines appended to this file ("-": stderr), and
     # always to the `mikoto.audit` logger.
     audit_log: str | None = None
@@ -122,7 +125,7 @@ class Config:
                      "call_ring_timeout", "call_max_callees", "file_max_bytes",
                      "file_relay_max_bytes", "file_ttl", "worker_capacity", "echo_duration",
                      "mesh_max_participants", "room_log_age", "node_heartbeat", "node_timeout",
-                     "rate_strikes"):
+                     "rate_strikes", "auth_expiry_notice"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.turn_urls and not self.turn_secret:

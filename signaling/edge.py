@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import socketio
 
 from .audit import Audit
-from .auth import verify_token
+from .auth import Identity, verify_token
 from .calls import CallService, Notice
 from .candidates import is_private, without_private
 from .coalesce import Coalescer
@@ -127,6 +127,7 @@ class SignalingEdge:
         self._connects = AddressLimiter(self._limits.connect, time.monotonic)
         self.audit = Audit(config.audit_log)
         self._addresses: dict[ConnectionId, str] = {}
+        self._expiry: dict[str, tuple[asyncio.TimerHandle, asyncio.TimerHandle]] = {}
         self._left_listeners: list[LeftListener] = []
         self._ended_listeners: list[EndedListener] = []
         self._join_extras: list[JoinFields] = []
@@ -138,6 +139,7 @@ class SignalingEdge:
             ClientEvent.PARTICIPANT_UPDATE: self._update,
             ClientEvent.PING: self._ping,
             ClientEvent.SESSION_END: self._end,
+            ClientEvent.AUTH_REFRESH: self._refresh,
             ClientEvent.CALL_INVITE: self._invite,
             ClientEvent.CALL_ACCEPT: self._accept,
             ClientEvent.CALL_DECLINE: self._decline,
@@ -257,6 +259,7 @@ class SignalingEdge:
                 if who.grants.service:
                     self._services.add(conn)
                 self._spawn(self._welcome(conn, session, None))
+                self._watch_expiry(sid, who)
                 log.info("connect sid=%s user=%s session=%s", sid, who.user, session.id)
                 return
             last_seq = _last_seq(auth.get("lastSeq"))
@@ -278,6 +281,7 @@ class SignalingEdge:
         if replaced is not None:  # the old transport was not noticed dead yet
             self._spawn(self._sio.disconnect(replaced))
         self._spawn(self._welcome(conn, session, last_seq))
+        self._watch_expiry(sid, who)
         log.info("resume sid=%s user=%s session=%s", sid, who.user, session.id)
 
     @staticmethod
@@ -316,6 +320,8 @@ class SignalingEdge:
         conn = ConnectionId(sid)
         self._limiters.pop(sid, None)
         self._addresses.pop(conn, None)
+        for timer in self._expiry.pop(sid, ()):
+            timer.cancel()
         self._fanout.detach_all(conn)
         self._services.discard(conn)
         try:
@@ -563,6 +569,40 @@ class SignalingEdge:
             await self.sessions.end(session.connection)
         await self._leave_all(session, LeaveReason.DISCONNECT)
         return ok()
+
+    # -- token expiry -----------------------------------------------------------------
+
+    def _watch_expiry(self, sid: str, who: Identity) -> None:
+        """`auth:expiring` ahead of the token's expiry, and a disconnect at it."""
+        for timer in self._expiry.pop(sid, ()):
+            timer.cancel()
+        loop = asyncio.get_running_loop()
+        left = who.expires_at - time.time()
+        notice = max(0.0, left - self._config.auth_expiry_notice)
+        self._expiry[sid] = (
+            loop.call_later(notice, self._token_expiring, sid, who.expires_at),
+            loop.call_later(max(0.0, left), self._token_expired, sid))
+
+    def _token_expiring(self, sid: str, expires_at: float) -> None:
+        self._emit_local(ConnectionId(sid), ServerEvent.AUTH_EXPIRING,
+                         {"expiresAt": int(expires_at * 1000)})
+
+    def _token_expired(self, sid: str) -> None:
+        self._expiry.pop(sid, None)
+        self.audit.record("token_expired", **self._who(sid))
+        self._emit_local(ConnectionId(sid), ServerEvent.AUTH_EXPIRED,
+                         {"code": ErrorCode.UNAUTHORIZED.value, "message": "token expired"})
+        self._spawn(self._sio.disconnect(sid))
+
+    async def _refresh(self, session: Session, data: object) -> Ack:
+        if not isinstance(data, dict) or set(data) != {"token"}:
+            raise BadRequest("auth:refresh takes {token}")
+        who = verify_token(self._secret, data["token"])
+        if session.connection is None:
+            raise NotFound("not connected")
+        await self.sessions.refresh(session.connection, who)
+        self._watch_expiry(session.connection, who)
+        return ok(expiresAt=int(who.expires_at * 1000))
 
     async def _ping(self, session: Session, data: object) -> Ack:
         return ok(t=parse_ping(data), now=int(time.time() * 1000))

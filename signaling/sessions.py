@@ -179,6 +179,26 @@ class SessionService:
                 self.dedup(session.id).load(saved.acks)
         return session, replaced
 
+    async def refresh(self, conn: ConnectionId, who: Identity) -> Session:
+        """Give a connection's session the identity of a fresher token of its user."""
+        session_id = self._local.get(conn)
+        if session_id is None:
+            raise NotFound("not connected")
+
+        def refresh(tx: Tx) -> Session:
+            session = tx.get(_key(session_id), Session)
+            if session is None or session.connection != conn:
+                raise NotFound("no such session")
+            if session.user != who.user:
+                raise Forbidden("the token is for another user")
+            session.identity = who
+            tx.put(_key(session_id), session)
+            return session
+
+        session = await self._store.transact([_key(session_id)], refresh)
+        self._attached[conn] = session
+        return session
+
     async def save_acks(self, session_id: SessionId) -> None:
         """Keep the session's latest acks in the store: it lost its transport, and its
         client may resume (and retry what it got no ack for) on another node."""
