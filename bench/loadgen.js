@@ -328,13 +328,31 @@ function percentile(sorted, p) {
 }
 
 // ---------------------------------------------------------------- modes
+// Warm up, count `run.received` over --duration between MARK lines, then let the
+// senders' outstanding acks come back (bounded) so the server is quiet when we go.
+async function measureWindow(run, senders) {
+  await sleep(opt.warmup * 1000);
+  run.phase = "measure";
+  const startNs = nowNs();
+  const cpuStart = process.cpuUsage();
+  mark("measure_start");
+  await sleep(opt.duration * 1000);
+  mark("measure_end");
+  const elapsed = Number(nowNs() - startNs) / 1e9;
+  const cpu = process.cpuUsage(cpuStart);
+  run.phase = "drain";
+  const measured = run.received;
+  const drainDeadline = Date.now() + 5000;
+  while (senders.some((s) => s.outstanding > 0) && Date.now() < drainDeadline) await sleep(20);
+  return { elapsed, measured, loadgenCpu: (cpu.user + cpu.system) / 1e6 / elapsed };
+}
+
 async function runThroughput() {
   const pairs = await setupPairs(opt.pairs, "t");
   const deflate = deflateNegotiated(pairs[0].sender);
   log(`${pairs.length} pairs joined; warm-up ${opt.warmup}s, measure ${opt.duration}s, window ${opt.window}`);
 
-  let phase = "warmup"; // warmup -> measure -> drain
-  let received = 0; // during measure
+  const run = { phase: "warmup", received: 0 }; // phase: warmup -> measure -> drain
   let receivedTotal = 0;
   let acked = 0;
   let ackErrors = 0;
@@ -344,13 +362,13 @@ async function runThroughput() {
   for (const p of pairs) {
     p.receiver.on("signal", () => {
       receivedTotal++;
-      if (phase === "measure") received++;
+      if (run.phase === "measure") run.received++;
     });
   }
 
   const msgTs = 0n; // throughput payloads carry no meaningful timestamp
   function pump(p) {
-    while (phase !== "drain" && p.outstanding < opt.window) {
+    while (run.phase !== "drain" && p.outstanding < opt.window) {
       p.outstanding++;
       sent++;
       p.sender.emit("signal", makeSignal(p.room, p.to, msgTs), (ack) => {
@@ -360,7 +378,7 @@ async function runThroughput() {
           ackErrors++;
           if (!firstError) firstError = ack;
         }
-        if (phase !== "drain") pump(p);
+        if (run.phase !== "drain") pump(p);
       });
     }
   }
@@ -369,20 +387,7 @@ async function runThroughput() {
     pump(p);
   }
 
-  await sleep(opt.warmup * 1000);
-  phase = "measure";
-  const startNs = nowNs();
-  const cpuStart = process.cpuUsage();
-  mark("measure_start");
-  await sleep(opt.duration * 1000);
-  mark("measure_end");
-  const elapsed = Number(nowNs() - startNs) / 1e9;
-  const cpu = process.cpuUsage(cpuStart);
-  phase = "drain";
-  const measured = received;
-  // Let outstanding acks come back (bounded) so the server is quiet when we go.
-  const drainDeadline = Date.now() + 5000;
-  while (pairs.some((p) => p.outstanding > 0) && Date.now() < drainDeadline) await sleep(20);
+  const { elapsed, measured, loadgenCpu } = await measureWindow(run, pairs);
 
   return {
     mode: "throughput",
@@ -400,7 +405,7 @@ async function runThroughput() {
     received_total: receivedTotal,
     ack_errors: ackErrors,
     first_error: firstError,
-    loadgen_cpu_in_window: (cpu.user + cpu.system) / 1e6 / elapsed,
+    loadgen_cpu_in_window: loadgenCpu,
   };
 }
 
@@ -523,20 +528,19 @@ async function runBroadcast() {
   const deflate = deflateNegotiated(rooms[0].sender);
   log(`${rooms.length} rooms of ${size}; warm-up ${opt.warmup}s, measure ${opt.duration}s, window ${opt.window}`);
 
-  let phase = "warmup";
-  let received = 0;
+  const run = { phase: "warmup", received: 0 };
   let sent = 0;
   let ackErrors = 0;
   let firstError = null;
   for (const r of rooms) {
     for (const m of r.members) {
       m.on("participant:updated", () => {
-        if (phase === "measure") received++;
+        if (run.phase === "measure") run.received++;
       });
     }
   }
   function pump(r) {
-    while (phase !== "drain" && r.outstanding < opt.window) {
+    while (run.phase !== "drain" && r.outstanding < opt.window) {
       r.outstanding++;
       sent++;
       r.on = !r.on;
@@ -546,25 +550,13 @@ async function runBroadcast() {
           ackErrors++;
           if (!firstError) firstError = ack;
         }
-        if (phase !== "drain") pump(r);
+        if (run.phase !== "drain") pump(r);
       });
     }
   }
   for (const r of rooms) pump(r);
 
-  await sleep(opt.warmup * 1000);
-  phase = "measure";
-  const startNs = nowNs();
-  const cpuStart = process.cpuUsage();
-  mark("measure_start");
-  await sleep(opt.duration * 1000);
-  mark("measure_end");
-  const elapsed = Number(nowNs() - startNs) / 1e9;
-  const cpu = process.cpuUsage(cpuStart);
-  phase = "drain";
-  const measured = received;
-  const drainDeadline = Date.now() + 5000;
-  while (rooms.some((r) => r.outstanding > 0) && Date.now() < drainDeadline) await sleep(20);
+  const { elapsed, measured, loadgenCpu } = await measureWindow(run, rooms);
   return {
     mode: "broadcast",
     ok: ackErrors === 0,
@@ -578,7 +570,7 @@ async function runBroadcast() {
     sent_total: sent,
     ack_errors: ackErrors,
     first_error: firstError,
-    loadgen_cpu_in_window: (cpu.user + cpu.system) / 1e6 / elapsed,
+    loadgen_cpu_in_window: loadgenCpu,
   };
 }
 

@@ -1,13 +1,15 @@
 """engine.io's per-client socket with a cheaper WebSocket loop.
 
 python-engineio's WebSocket handler starts a Task and a `wait_for` timer for every
-packet it reads, and a `wait_for` for every wait of its writer: at signaling rates
-those were a fifth of what a relayed message cost. This is the same handler (python-
-engineio 4.x's `AsyncSocket._websocket_handler`, kept in step with it) reading and
-waiting without them. Neither has a timeout: engine.io's service task closes a client
-that stops answering pings, and `close` then stops the writer, which closes the
-WebSocket, which ends the reader. The writer takes whatever is queued at once and
-sends it in one write.
+packet it reads, keeps a writer task per client waiting with a timer, and a sleeping
+ping task: at signaling rates the first two were a fifth of what a relayed message
+cost, and together they were kilobytes per idle connection. This is the same handler
+(python-engineio 4.x's `AsyncSocket._websocket_handler`, kept in step with it) without
+them. The reader has no timeout: engine.io's service task closes a client that stops
+answering pings, and `close` then has the WebSocket closed, which ends the reader.
+Packets to an idle socket are held and written together once the input that caused
+them is read (`hold`, `release`); a writer task runs only while something must wait
+(a slow peer, compression), and sends everything queued in one write.
 """
 
 from __future__ import annotations
