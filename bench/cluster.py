@@ -75,7 +75,7 @@ def start_node(procs: Procs, port: int, workdir: Path, name: str, redis_url: str
                MIKOTO_RTC_LOG_LEVEL=log_level, MIKOTO_RTC_MEDIA_WORKERS="0",
                # Rate limits stay on the path, out of reach of the load generator.
                **{f"MIKOTO_RTC_RATE_{kind}": "1000000000/1000000000"
-                  for kind in ("SIGNAL", "PRESENCE", "FILE", "OTHER", "CONNECT")},
+                  for kind in ("SIGNAL", "PRESENCE", "FILE", "OTHER", "CONNECT", "AUTH_FAILURES")},
                PYTHONUNBUFFERED="1")
     if redis_url:
         env.update(MIKOTO_RTC_REDIS_URL=redis_url, MIKOTO_RTC_REDIS_PREFIX=prefix)

@@ -342,7 +342,7 @@ def start_mikoto(procs: Procs, port: int, workdir: Path, log_level: str
         "MIKOTO_RTC_MEDIA_WORKERS": "0",
         # The reference has no rate limits: ours stay on the path, set out of reach.
         **{f"MIKOTO_RTC_RATE_{kind}": "1000000000/1000000000"
-           for kind in ("SIGNAL", "PRESENCE", "FILE", "OTHER", "CONNECT")},
+           for kind in ("SIGNAL", "PRESENCE", "FILE", "OTHER", "CONNECT", "AUTH_FAILURES")},
         "MIKOTO_RTC_LOG_LEVEL": log_level,
         "PYTHONUNBUFFERED": "1",
     })

@@ -99,6 +99,9 @@ class Config:
     rate_file: str = "20/60"
     rate_other: str = "20/60"
     rate_connect: str = "20/100"
+    # Failed connects (bad tokens, bad resume tokens) per address: past the burst, an
+    # address's connects are refused until the bucket refills (slows guessing).
+    rate_auth_failures: str = "1/10"
     rate_strikes: int = 50
     # Relay no ICE candidate naming a private, loopback or link-local address or an mDNS
     # name (trickled, or in a description): nobody learns another's LAN address.
@@ -111,7 +114,8 @@ class Config:
     audit_log: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("rate_signal", "rate_presence", "rate_file", "rate_other", "rate_connect"):
+        for name in ("rate_signal", "rate_presence", "rate_file", "rate_other", "rate_connect",
+                     "rate_auth_failures"):
             try:
                 Rate.parse(getattr(self, name))
             except ValueError as exc:

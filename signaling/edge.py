@@ -125,6 +125,7 @@ class SignalingEdge:
         self._limits = limits_of(config)
         self._limiters: dict[str, ConnectionLimiter] = {}  # by connection
         self._connects = AddressLimiter(self._limits.connect, time.monotonic)
+        self._failures = AddressLimiter(self._limits.failures, time.monotonic)
         self.audit = Audit(config.audit_log)
         self._addresses: dict[ConnectionId, str] = {}
         self._expiry: dict[str, tuple[asyncio.TimerHandle, asyncio.TimerHandle]] = {}
@@ -247,6 +248,7 @@ class SignalingEdge:
                 raise Unavailable("this node is draining; connect to another one")
             address = str(environ.get("REMOTE_ADDR"))
             self._connects.check(address)
+            self._failures.require(address)
             if auth is None:
                 auth = {}
             if not isinstance(auth, dict):
@@ -272,6 +274,8 @@ class SignalingEdge:
         except RtcError as exc:
             self._limiters.pop(sid, None)
             self._addresses.pop(conn, None)
+            if exc.code in (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN):
+                self._failures.spend(str(environ.get("REMOTE_ADDR")))
             self.audit.record(
                 "auth_failed" if exc.code in (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN)
                 else "connect_refused", ip=environ.get("REMOTE_ADDR"), reason=exc.code.value)

@@ -61,6 +61,14 @@ class Bucket:
     def full(self, now: float) -> bool:
         return self._tokens + (now - self._stamp) * self._per_second >= self._burst
 
+    def empty(self, now: float) -> bool:
+        return self.wait(now) > 0
+
+    def wait(self, now: float) -> float:
+        """Seconds until a token is there (0.0: there is one)."""
+        tokens = min(self._burst, self._tokens + (now - self._stamp) * self._per_second)
+        return 0.0 if tokens >= 1.0 - 1e-9 else (1.0 - tokens) / self._per_second
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -69,6 +77,7 @@ class Limits:
     events: dict[str, Rate]  # by class of event; "other" for any event not listed
     classes: dict[str, str]  # event name -> class
     connect: Rate  # connects per address
+    failures: Rate  # failed connects (bad tokens, bad resumes) per address
     strikes: int  # refused events within `strike_window` before a connection is dropped
     strike_window: float
 
@@ -84,6 +93,7 @@ def limits_of(config: Config) -> Limits:
                 "presence": Rate.parse(config.rate_presence),
                 "file": Rate.parse(config.rate_file), "other": Rate.parse(config.rate_other)},
         classes=EVENT_CLASSES, connect=Rate.parse(config.rate_connect),
+        failures=Rate.parse(config.rate_auth_failures),
         strikes=config.rate_strikes, strike_window=STRIKE_WINDOW)
 
 
@@ -130,7 +140,7 @@ class ConnectionLimiter:
 
 
 class AddressLimiter:
-    """Connects per address, with idle addresses forgotten."""
+    """Tokens per address (connects, failures), with idle addresses forgotten."""
 
     def __init__(self, rate: Rate, clock: Callable[[], float]) -> None:
         self._rate = rate
@@ -139,6 +149,24 @@ class AddressLimiter:
         self._swept = 0.0
 
     def check(self, address: str) -> None:
+        """Take a token for the address, or raise `RateLimited`."""
+        wait = self._bucket(address).take(self._clock())
+        if wait:
+            raise RateLimited(f"too many connects from {address}", retry_after=wait)
+
+    def spend(self, address: str) -> None:
+        """Take a token if there is one (a failure counted against the address)."""
+        self._bucket(address).take(self._clock())
+
+    def require(self, address: str) -> None:
+        """Raise `RateLimited` while the address has no token left, taking none."""
+        bucket = self._bucket(address)
+        now = self._clock()
+        if bucket.empty(now):
+            raise RateLimited(f"too many failed attempts from {address}",
+                              retry_after=bucket.wait(now))
+
+    def _bucket(self, address: str) -> Bucket:
         now = self._clock()
         if now - self._swept > 60.0:  # a flood of addresses must not fill memory
             self._buckets = {a: b for a, b in self._buckets.items() if not b.full(now)}
@@ -146,6 +174,4 @@ class AddressLimiter:
         bucket = self._buckets.get(address)
         if bucket is None:
             bucket = self._buckets[address] = Bucket(self._rate, now)
-        wait = bucket.take(now)
-        if wait:
-            raise RateLimited(f"too many connects from {address}", retry_after=wait)
+        return bucket

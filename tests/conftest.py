@@ -63,7 +63,7 @@ def base_config(tmp_path: Path) -> Config:
     # Tests of features send in bursts no client would: rate limits are out of their way
     # (tests/test_ratelimit.py sets its own).
     unlimited = {f"rate_{kind}": "100000/100000"
-                 for kind in ("signal", "presence", "file", "other", "connect")}
+                 for kind in ("signal", "presence", "file", "other", "connect", "auth_failures")}
     return Config(secret=TEST_SECRET, shutdown_timeout=0.5, file_dir=tmp_path / "relay-files",
                   recordings_dir=tmp_path / "recordings", **unlimited)
 

@@ -114,3 +114,40 @@ async def test_connects_are_limited_per_address(make_node: NodeFactory) -> None:
                               transports=["websocket"])
     assert errors and errors[0]["data"]["code"] == "rate_limited"
     assert 0 < errors[0]["data"]["retryAfter"] <= 1000
+
+
+async def test_failed_connects_slow_down_an_address(make_node: NodeFactory) -> None:
+    node = await make_node(rate_auth_failures="2/3")
+    forged = node.token("ann")[:-4] + "AAAA"
+
+    async def connect(token: str) -> dict[str, Any] | None:
+        client = socketio.AsyncClient(reconnection=False)
+        errors: list[Any] = []
+        client.on("connect_error", errors.append)
+        try:
+            await client.connect(node.url, auth={"token": token}, transports=["websocket"])
+        except socketio.exceptions.ConnectionError:
+            return dict(errors[0]["data"])
+        await client.disconnect()
+        return None
+
+    assert [(await connect(forged))["code"] for _ in range(3)] == ["unauthorized"] * 3
+    refused = await connect(node.token("ann"))  # a good token, but this address guessed
+    assert refused is not None and refused["code"] == "rate_limited"
+    await asyncio.sleep(refused["retryAfter"] / 1000 + 0.05)
+    assert await connect(node.token("ann")) is None
+
+
+@pytest.mark.parametrize(("setting", "event", "payload"), [
+    ("rate_file", "file:progress", {"file": "f1", "bytes": 10}),
+    ("rate_other", "call:hangup", {"call": "c1"}),
+    ("rate_other", "no:such-event", {}),
+])
+async def test_every_class_of_event_is_limited(make_node: NodeFactory, setting: str,
+                                                event: str, payload: dict[str, Any]) -> None:
+    node = await make_node(**{setting: "1/3"}, rate_strikes=100000)
+    client = await _raw_client(node, "mallory")
+    codes = [(await client.call(event, payload, timeout=5)).get("error", {}).get("code")
+             for _ in range(8)]
+    assert "rate_limited" not in codes[:3]  # refused for what they are, not their number
+    assert codes[3:] == ["rate_limited"] * 5
