@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import socketio
@@ -96,6 +97,20 @@ def _watching_key(session: SessionId) -> str:
     return "file-watching:" + session
 
 
+@dataclass(slots=True)
+class _Connection:
+    """What the edge keeps of each of this node's connections."""
+
+    address: str
+    limiter: ConnectionLimiter
+    timers: tuple[asyncio.TimerHandle, ...] = ()  # the token's expiring and expired
+
+    def stop_timers(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        self.timers = ()
+
+
 class SignalingEdge:
     """Registers the protocol's handlers on a python-socketio AsyncServer."""
 
@@ -123,12 +138,10 @@ class SignalingEdge:
         self._services: set[ConnectionId] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._limits = limits_of(config)
-        self._limiters: dict[str, ConnectionLimiter] = {}  # by connection
+        self._conns: dict[str, _Connection] = {}  # this node's, by connection id
         self._connects = AddressLimiter(self._limits.connect, time.monotonic)
         self._failures = AddressLimiter(self._limits.failures, time.monotonic)
         self.audit = Audit(config.audit_log)
-        self._addresses: dict[ConnectionId, str] = {}
-        self._expiry: dict[str, tuple[asyncio.TimerHandle, asyncio.TimerHandle]] = {}
         self._left_listeners: list[LeftListener] = []
         self._ended_listeners: list[EndedListener] = []
         self._join_extras: list[JoinFields] = []
@@ -243,10 +256,10 @@ class SignalingEdge:
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
         conn = ConnectionId(sid)
+        address = str(environ.get("REMOTE_ADDR"))
         try:
             if self._draining:
                 raise Unavailable("this node is draining; connect to another one")
-            address = str(environ.get("REMOTE_ADDR"))
             self._connects.check(address)
             self._failures.require(address)
             if auth is None:
@@ -254,8 +267,7 @@ class SignalingEdge:
             if not isinstance(auth, dict):
                 raise BadRequest("auth must be an object")
             who = verify_token(self._secret, auth.get("token"))
-            self._limiters[sid] = ConnectionLimiter(self._limits)
-            self._addresses[conn] = address
+            self._conns[sid] = _Connection(address, ConnectionLimiter(self._limits))
             if auth.get("session") is None:
                 session = await self.sessions.open(conn, who)
                 if who.grants.service:
@@ -272,13 +284,12 @@ class SignalingEdge:
                     await self._rooms.replay(room, last_seq[room], me)
             session, replaced = await self.sessions.reattach(claimed, who, conn)
         except RtcError as exc:
-            self._limiters.pop(sid, None)
-            self._addresses.pop(conn, None)
-            if exc.code in (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN):
-                self._failures.spend(str(environ.get("REMOTE_ADDR")))
-            self.audit.record(
-                "auth_failed" if exc.code in (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN)
-                else "connect_refused", ip=environ.get("REMOTE_ADDR"), reason=exc.code.value)
+            self._forget(sid)
+            failed = exc.code in (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN)
+            if failed:  # a bad token or resume token: counted against the address
+                self._failures.spend(address)
+            self.audit.record("auth_failed" if failed else "connect_refused", ip=address,
+                              reason=exc.code.value)
             self._refuse(sid, exc, environ)
         if who.grants.service:
             self._services.add(conn)
@@ -322,10 +333,7 @@ class SignalingEdge:
 
     async def _disconnect(self, sid: str, reason: object = None) -> None:
         conn = ConnectionId(sid)
-        self._limiters.pop(sid, None)
-        self._addresses.pop(conn, None)
-        for timer in self._expiry.pop(sid, ()):
-            timer.cancel()
+        self._forget(sid)
         self._fanout.detach_all(conn)
         self._services.discard(conn)
         try:
@@ -446,11 +454,16 @@ class SignalingEdge:
             log.exception("internal error handling %s sid=%s", event, sid)
             return error(ErrorCode.INTERNAL, "internal error")
 
+    def _forget(self, sid: str) -> None:
+        state = self._conns.pop(sid, None)
+        if state is not None:
+            state.stop_timers()
+
     def _limit(self, sid: str, event: str) -> None:
-        limiter = self._limiters.get(sid)
-        if limiter is None:
+        state = self._conns.get(sid)
+        if state is None:
             return
-        now = time.monotonic()
+        limiter, now = state.limiter, time.monotonic()
         try:
             limiter.check(event, now)
         except RateLimited:
@@ -465,8 +478,9 @@ class SignalingEdge:
     def _who(self, sid: str) -> dict[str, str | None]:
         """A connection's user and address, for the audit log."""
         session = self.sessions.attached(ConnectionId(sid))
+        state = self._conns.get(sid)
         return {"user": session.user if session is not None else None,
-                "ip": self._addresses.get(ConnectionId(sid))}
+                "ip": state.address if state is not None else None}
 
     def _error(self, event: str, sid: str, exc: RtcError) -> Ack:
         log.info("refused %s sid=%s code=%s: %s", event, sid, exc.code, exc.message)
@@ -507,9 +521,10 @@ class SignalingEdge:
                     await listener(session, me)
                 except Exception:
                     log.exception("participant-joined listener failed for %s", me.id)
+        state = self._conns.get(session.connection) if session.connection else None
         self.audit.record("join", user=who.user, room=req.room, participant=me.id,
-                          ip=self._addresses.get(session.connection) if session.connection
-                          else None, hidden=me.hidden or None)
+                          ip=state.address if state is not None else None,
+                          hidden=me.hidden or None)
         return ok(
             room=req.room,
             seq=joined.seq,
@@ -578,21 +593,21 @@ class SignalingEdge:
 
     def _watch_expiry(self, sid: str, who: Identity) -> None:
         """`auth:expiring` ahead of the token's expiry, and a disconnect at it."""
-        for timer in self._expiry.pop(sid, ()):
-            timer.cancel()
+        state = self._conns.get(sid)
+        if state is None:  # gone while its connect was being handled
+            return
+        state.stop_timers()
         loop = asyncio.get_running_loop()
         left = who.expires_at - time.time()
         notice = max(0.0, left - self._config.auth_expiry_notice)
-        self._expiry[sid] = (
-            loop.call_later(notice, self._token_expiring, sid, who.expires_at),
-            loop.call_later(max(0.0, left), self._token_expired, sid))
+        state.timers = (loop.call_later(notice, self._token_expiring, sid, who.expires_at),
+                        loop.call_later(max(0.0, left), self._token_expired, sid))
 
     def _token_expiring(self, sid: str, expires_at: float) -> None:
         self._emit_local(ConnectionId(sid), ServerEvent.AUTH_EXPIRING,
                          {"expiresAt": int(expires_at * 1000)})
 
     def _token_expired(self, sid: str) -> None:
-        self._expiry.pop(sid, None)
         self.audit.record("token_expired", **self._who(sid))
         self._emit_local(ConnectionId(sid), ServerEvent.AUTH_EXPIRED,
                          {"code": ErrorCode.UNAUTHORIZED.value, "message": "token expired"})
