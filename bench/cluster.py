@@ -76,6 +76,8 @@ def start_node(procs: Procs, port: int, workdir: Path, name: str, redis_url: str
                # Rate limits stay on the path, out of reach of the load generator.
                **{f"MIKOTO_RTC_RATE_{kind}": "1000000000/1000000000"
                   for kind in ("SIGNAL", "PRESENCE", "FILE", "OTHER", "CONNECT", "AUTH_FAILURES")},
+               # Every connection of the load generator is one user: no per-user caps.
+               MIKOTO_RTC_MAX_CONNECTIONS_PER_USER="0", MIKOTO_RTC_MAX_ROOMS_PER_USER="0",
                PYTHONUNBUFFERED="1")
     if redis_url:
         env.update(MIKOTO_RTC_REDIS_URL=redis_url, MIKOTO_RTC_REDIS_PREFIX=prefix)

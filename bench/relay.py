@@ -343,6 +343,8 @@ def start_mikoto(procs: Procs, port: int, workdir: Path, log_level: str
         # The reference has no rate limits: ours stay on the path, set out of reach.
         **{f"MIKOTO_RTC_RATE_{kind}": "1000000000/1000000000"
            for kind in ("SIGNAL", "PRESENCE", "FILE", "OTHER", "CONNECT", "AUTH_FAILURES")},
+        # Every connection of the load generator is one user: no per-user caps.
+        "MIKOTO_RTC_MAX_CONNECTIONS_PER_USER": "0", "MIKOTO_RTC_MAX_ROOMS_PER_USER": "0",
         "MIKOTO_RTC_LOG_LEVEL": log_level,
         "PYTHONUNBUFFERED": "1",
     })

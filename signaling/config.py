@@ -103,6 +103,10 @@ class Config:
     # address's connects are refused until the bucket refills (slows guessing).
     rate_auth_failures: str = "1/10"
     rate_strikes: int = 50
+    # What one user may hold at once, on all nodes together (0: no cap): sessions (devices
+    # and tabs; one in its grace period is ended to make room for a new one) and rooms.
+    max_connections_per_user: int = 10
+    max_rooms_per_user: int = 20
     # Relay no ICE candidate naming a private, loopback or link-local address or an mDNS
     # name (trickled, or in a description): nobody learns another's LAN address.
     drop_private_candidates: bool = False
@@ -134,6 +138,9 @@ class Config:
                 raise ConfigError(f"{name} must be positive")
         if self.turn_urls and not self.turn_secret:
             raise ConfigError("turn_urls are set but turn_secret is not")
+        for name in ("max_connections_per_user", "max_rooms_per_user"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative")
         if self.media_workers < 0:
             raise ConfigError("media_workers must not be negative")
         if self.drain_timeout < 0:

@@ -27,6 +27,7 @@ from .audit import Audit
 from .auth import Identity, verify_token
 from .calls import CallService, Notice
 from .candidates import is_private, without_private
+from .caps import UserCaps
 from .coalesce import Coalescer
 from .config import Config
 from .errors import (
@@ -128,6 +129,8 @@ class SignalingEdge:
         self.calls = CallService(store, config.call_ring_timeout, config.call_max_callees,
                                  self._deliver)
         self.files = FileService(store, config.file_max_bytes, keep=config.file_ttl)
+        self._caps = UserCaps(store, self.sessions, self._rooms,
+                              config.max_connections_per_user, config.max_rooms_per_user)
         self._fanout = Fanout(self._encode, self._send_packet, store.events, self._lost)
         store.on_event(self._fanout.deliver)
         store.on_resync(self._resynced)
@@ -269,9 +272,11 @@ class SignalingEdge:
             who = verify_token(self._secret, auth.get("token"))
             self._conns[sid] = _Connection(address, ConnectionLimiter(self._limits))
             if auth.get("session") is None:
+                await self._caps.check_connect(who)
                 session = await self.sessions.open(conn, who)
                 if who.grants.service:
                     self._services.add(conn)
+                self._spawn(self._make_room(session))
                 self._spawn(self._welcome(conn, session, None))
                 self._watch_expiry(sid, who)
                 log.info("connect sid=%s user=%s session=%s", sid, who.user, session.id)
@@ -394,6 +399,18 @@ class SignalingEdge:
                 log.info("dropping %s: its session was detached while the store was away", conn)
                 await self._sio.disconnect(conn)
 
+    async def _make_room(self, opened: Session) -> None:
+        """End the user's sessions in grace that `opened` took past its cap."""
+        try:
+            for waiting in await self._caps.surplus(opened):
+                ended = await self.sessions.forget(waiting.id)
+                if ended is not None:
+                    log.info("session %s of %s ended: its user is at the connection cap",
+                             ended.id, ended.user)
+                    await self._leave_all(ended, LeaveReason.TIMEOUT)
+        except RtcError as exc:  # the store failed: the cap is exceeded until grace ends
+            log.warning("ending sessions past the cap of %s failed: %s", opened.user, exc.message)
+
     async def _expired(self, session: Session) -> None:
         log.info("session %s of %s expired", session.id, session.user)
         await self._leave_all(session, LeaveReason.TIMEOUT)
@@ -504,6 +521,7 @@ class SignalingEdge:
             raise Unavailable("this node is draining")
         req = parse_join(data, self._config.max_meta_bytes)
         who = session.identity
+        await self._caps.check_join(session, req.room)
         granted = (not who.grants.allows_room(req.room)
                    and await self.calls.room_of_party(who.user, req.room))
         joined = await self._rooms.join(
