@@ -69,6 +69,7 @@ from .protocol import (
 from .push import PushHook
 from .ratelimit import AddressLimiter, ConnectionLimiter, limits_of
 from .rooms import Participant, RoomService
+from .sdp import sends_media
 from .sessions import Session, SessionService, node_key
 from .sioserver import SignalingServer
 from .store import Store, Tx
@@ -574,6 +575,10 @@ class SignalingEdge:
         req = parse_signal(data, self._config.max_sdp_bytes)
         sender, target = await self._rooms.route(session.id, req.room, req.to)
         body = req.body
+        grants = session.identity.grants
+        if (not (grants.publish or grants.service) and "description" in body
+                and sends_media(body["description"]["sdp"])):
+            raise Forbidden("token does not grant publish: the description sends media")
         if self._config.drop_private_candidates:
             candidate, description = body.get("candidate"), body.get("description")
             if candidate is not None and is_private(candidate["candidate"]):

@@ -40,7 +40,7 @@ class Node:
 
     def token(self, user: str = "alice", *, name: str | None = None,
               rooms: tuple[str, ...] = ("*",), ttl: int = 600, **grants: bool) -> str:
-        g = Grants(rooms=rooms, publish=True, subscribe=True, **grants)
+        g = Grants(rooms=rooms, **{"publish": True, "subscribe": True, **grants})
         assert self.config.secret is not None
         return issue_token(self.config.secret, user, name=name, grants=g, ttl=ttl)
 
