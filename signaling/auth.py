@@ -90,10 +90,16 @@ def issue_token(
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
+# Tokens carry a user, a name and grants: a few hundred bytes; room patterns may add some.
+MAX_TOKEN_LEN = 8192
+
+
 def verify_token(secret: str, token: object) -> Identity:
     """Return the identity a token proves, or raise Unauthorized saying why not."""
     if not isinstance(token, str) or not token:
         raise Unauthorized("missing token")
+    if len(token) > MAX_TOKEN_LEN:  # refused before any decoding
+        raise Unauthorized(f"token longer than {MAX_TOKEN_LEN} characters")
     try:
         claims = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
