@@ -11,6 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from .clientaddr import parse_networks
 from .errors import ConfigError
 from .ratelimit import Rate
 
@@ -103,6 +104,10 @@ class Config:
     # address's connects are refused until the bucket refills (slows guessing).
     rate_auth_failures: str = "1/10"
     rate_strikes: int = 50
+    # Reverse proxies (addresses or CIDRs) whose X-Forwarded-For names the client, for
+    # per-address limits and the audit log (signaling/clientaddr.py). Empty: the
+    # connection's own address is the client's.
+    trusted_proxies: tuple[str, ...] = ()
     # What one user may hold at once, on all nodes together (0: no cap): sessions (devices
     # and tabs; one in its grace period is ended to make room for a new one) and rooms.
     max_connections_per_user: int = 10
@@ -124,6 +129,10 @@ class Config:
                 Rate.parse(getattr(self, name))
             except ValueError as exc:
                 raise ConfigError(f"{name}: {exc}") from None
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"trusted_proxies: {exc}") from None
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port out of range: {self.port}")
         if self.room_max_participants < 2:

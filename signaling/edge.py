@@ -28,6 +28,7 @@ from .auth import Identity, verify_token
 from .calls import CallService, Notice
 from .candidates import is_private, without_private
 from .caps import UserCaps
+from .clientaddr import client_address, parse_networks
 from .coalesce import Coalescer
 from .config import Config
 from .errors import (
@@ -142,6 +143,7 @@ class SignalingEdge:
         self._services: set[ConnectionId] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._limits = limits_of(config)
+        self._proxies = parse_networks(config.trusted_proxies)
         self._conns: dict[str, _Connection] = {}  # this node's, by connection id
         self._connects = AddressLimiter(self._limits.connect, time.monotonic)
         self._failures = AddressLimiter(self._limits.failures, time.monotonic)
@@ -260,7 +262,8 @@ class SignalingEdge:
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
         conn = ConnectionId(sid)
-        address = str(environ.get("REMOTE_ADDR"))
+        address = client_address(environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"),
+                                 self._proxies)
         try:
             if self._draining:
                 raise Unavailable("this node is draining; connect to another one")
@@ -296,7 +299,7 @@ class SignalingEdge:
                 self._failures.spend(address)
             self.audit.record("auth_failed" if failed else "connect_refused", ip=address,
                               reason=exc.code.value)
-            self._refuse(sid, exc, environ)
+            self._refuse(sid, exc, address)
         if who.grants.service:
             self._services.add(conn)
         if replaced is not None:  # the old transport was not noticed dead yet
@@ -306,9 +309,9 @@ class SignalingEdge:
         log.info("resume sid=%s user=%s session=%s", sid, who.user, session.id)
 
     @staticmethod
-    def _refuse(sid: str, exc: RtcError, environ: dict[str, Any]) -> NoReturn:
+    def _refuse(sid: str, exc: RtcError, address: str) -> NoReturn:
         log.info("connect refused sid=%s peer=%s code=%s: %s",
-                 sid, environ.get("REMOTE_ADDR"), exc.code, exc.message)
+                 sid, address, exc.code, exc.message)
         raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_wire())
 
     async def _welcome(self, conn: ConnectionId, session: Session,

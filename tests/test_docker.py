@@ -51,6 +51,7 @@ def test_cluster_compose_file_is_accepted() -> None:
         env = services[node]["environment"]
         assert env["MIKOTO_RTC_REDIS_URL"] == "redis://redis:6379/0"
         assert env["MIKOTO_RTC_SECRET"] == ENV["MIKOTO_RTC_SECRET"]
+        assert "172.16.0.0/12" in env["MIKOTO_RTC_TRUSTED_PROXIES"]  # Docker's networks
     assert "--appendonly" in services["redis"]["command"]
     # nginx gets the shipped configuration, which names these very nodes.
     nginx_conf = (DOCKER / "nginx.conf").read_text()
