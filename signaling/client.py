@@ -40,10 +40,18 @@ _UNSET: Any = object()
 class RequestError(Exception):
     """The server refused a request or a connect with a coded error (see docs/protocol.md)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        # Seconds until a `rate_limited` request would be accepted (the wire's retryAfter).
+        self.retry_after = retry_after
+
+    @classmethod
+    def from_wire(cls, err: dict[str, Any]) -> RequestError:
+        retry = err.get("retryAfter")
+        return cls(str(err.get("code", "internal")), str(err.get("message", "")),
+                   retry / 1000 if isinstance(retry, int | float) else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,8 +467,8 @@ class SignalingClient:
         if not isinstance(ack, dict) or "ok" not in ack:
             raise RequestError("internal", f"malformed ack for {event}: {ack!r}")
         if not ack["ok"]:
-            err = ack.get("error") or {}
-            raise RequestError(str(err.get("code", "internal")), str(err.get("message", "")))
+            err = ack.get("error")
+            raise RequestError.from_wire(err if isinstance(err, dict) else {})
         if isinstance(ack.get("seq"), int) and isinstance(payload, dict) and "room" in payload:
             self._saw(RoomId(payload["room"]), ack["seq"])
         return ack
@@ -671,7 +679,7 @@ class SignalingClient:
         if isinstance(data, dict) and isinstance(data.get("data"), dict):
             data = data["data"]  # python-socketio hands over {message, data}
         if isinstance(data, dict) and "code" in data:
-            self._refusal = RequestError(str(data["code"]), str(data.get("message", "")))
+            self._refusal = RequestError.from_wire(data)
         else:
             self._refusal = RequestError("unauthorized", str(data))
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import socketio
 
-from signaling.client import SignalReceived
+from signaling.client import RequestError, SignalReceived
 from signaling.config import Config
 from signaling.errors import ConfigError
 from signaling.ratelimit import Bucket, Rate
@@ -151,3 +151,16 @@ async def test_every_class_of_event_is_limited(make_node: NodeFactory, setting: 
              for _ in range(8)]
     assert "rate_limited" not in codes[:3]  # refused for what they are, not their number
     assert codes[3:] == ["rate_limited"] * 5
+
+
+async def test_the_python_sdk_tells_how_long_to_wait(make_node: NodeFactory) -> None:
+    node = await make_node(rate_presence="2/1")
+    ann = await node.client("ann")
+    await ann.join("lobby")
+    await ann.update("lobby", hand=True)
+    with pytest.raises(RequestError) as limited:
+        await ann.update("lobby", hand=False)
+    assert limited.value.code == "rate_limited"
+    assert limited.value.retry_after is not None and 0 < limited.value.retry_after <= 0.5
+    await asyncio.sleep(limited.value.retry_after)
+    await ann.update("lobby", hand=False)  # waited as told: accepted
