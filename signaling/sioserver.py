@@ -19,9 +19,7 @@ import engineio
 import socketio
 
 from .eiosocket import EngineSocket
-from .errors import ErrorCode
 from .packetqueue import PacketQueue
-from .protocol import error
 from .transport import Message
 
 # Names python-socketio routes to handlers of its own events, not a client's.
@@ -117,11 +115,11 @@ class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
             # python-socketio would hand these to the connect, disconnect or catch-all
             # handler as if the server had raised them (a client's "disconnect" event
             # detached its own session; a name that is not a string raised in a task).
-            if id is not None:
-                await self._send_packet(eio_sid, self.packet_class(
-                    socketio.packet.ACK, namespace=namespace, id=id,
-                    data=[error(ErrorCode.BAD_REQUEST, "not an event name a client may send")]))
-            return
+            # Renamed, they reach the catch-all as unknown events: refused, and counted
+            # against the sender's rate limits like any other nonsense.
+            name = (data[0] if data and type(data[0]) is str
+                    else type(data[0]).__name__ if data else "nothing")
+            data = [f"(not a client event: {name})", *data[1:]]
         if data[0] not in self._inline:
             await super()._handle_event(eio_sid, namespace, id, data)
             return

@@ -142,6 +142,9 @@ async def test_failed_connects_slow_down_an_address(make_node: NodeFactory) -> N
     ("rate_file", "file:progress", {"file": "f1", "bytes": 10}),
     ("rate_other", "call:hangup", {"call": "c1"}),
     ("rate_other", "no:such-event", {}),
+    # Names a client may not send (python-socketio's own) count like unknown ones.
+    ("rate_other", "disconnect", {}),
+    ("rate_other", "*", {}),
 ])
 async def test_every_class_of_event_is_limited(make_node: NodeFactory, setting: str,
                                                 event: str, payload: dict[str, Any]) -> None:
