@@ -1,14 +1,17 @@
-"""Real headless Chromium through the demo: session resume, ICE restart, calls ringing on every tab."""
+"""Real headless Chromium through the demo: session resume, ICE restart, calls ringing on every tab,
+token refresh."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Page, Route
 
 from signaling.app import EDGE
 
@@ -392,3 +395,87 @@ async def test_call_rings_on_mixed_devices_and_stops_where_not_answered(
             await page.wait_for_selector("#call-state[data-state=answered_elsewhere]",
                                          timeout=10_000)
             await page.wait_for_selector("#incoming-call", state="hidden")
+
+
+# ---- (d) token refresh ----------------------------------------------------------------
+
+# Dev tokens live 2-3 s (`exp` is whole seconds); `auth:expiring` comes 2 s before.
+SHORT_TOKENS: dict[str, Any] = {"token_ttl": 3, "auth_expiry_notice": 2.0}
+
+
+def audited(path: Path, event: str) -> list[dict[str, Any]]:
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [line for line in map(json.loads, lines) if line["event"] == event]
+
+
+async def test_page_refreshes_its_token_and_keeps_its_connection(
+        make_node: NodeFactory, tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    node = await make_node(audit_log=str(audit), **SHORT_TOKENS)
+    async with chromium() as browser:
+        page = await open_page(browser, node.url, media=0)
+        session = await page.evaluate("() => window.mikotoDemo.sessionId")
+        [connection] = node.server.app[EDGE].sessions.connections()
+
+        await asyncio.sleep(10)  # at least three tokens' lifetimes
+
+        assert len(await events(page, "auth:expiring")) >= 3
+        assert await events(page, "auth:expired") == []
+        assert audited(audit, "token_expired") == []
+        # the same transport all along: never reconnecting, never a second connect
+        assert [e["state"] for e in await events(page, "socket")] == ["connecting", "connected"]
+        assert node.server.app[EDGE].sessions.connections() == [connection]
+        assert await page.evaluate("() => window.mikotoDemo.sessionId") == session
+        assert await page.evaluate("() => window.mikotoDemo.ping()") >= 0
+
+
+async def test_page_whose_token_backend_fails_resumes_once_it_is_back(
+        make_node: NodeFactory, tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    node = await make_node(audit_log=str(audit), **SHORT_TOKENS)
+    async with chromium() as browser:
+        page = await open_page(browser, node.url, media=0)
+        session = await page.evaluate("() => window.mikotoDemo.sessionId")
+        refused: list[str] = []
+
+        async def refuse_twice(route: Route) -> None:
+            # The token backend is down for the refresh and for the first reconnect:
+            # the client keeps its session and retries until a token comes.
+            if len(refused) >= 2:
+                await route.continue_()
+                return
+            refused.append(route.request.url)
+            await route.fulfill(status=503, body="down")
+
+        await page.route("**/api/dev/token", refuse_twice)
+        await page.wait_for_function(
+            "() => window.mikotoDemo.events.some(e => e.type === 'auth:expired')",
+            timeout=10_000)
+        await page.wait_for_function(
+            "() => window.mikotoDemo.events.some(e => e.type === 'socket'"
+            " && e.detail.state === 'connected' && e.detail.resumed)", timeout=15_000)
+
+        assert len(refused) == 2
+        states = [e["state"] for e in await events(page, "socket")]
+        assert states[:3] == ["connecting", "connected", "reconnecting"]
+        assert states[-1] == "connected" and "disconnected" not in states
+        assert await page.evaluate("() => window.mikotoDemo.sessionId") == session
+        assert len(audited(audit, "token_expired")) == 1
+        assert await page.evaluate("() => window.mikotoDemo.ping()") >= 0
+
+
+async def test_page_with_a_fixed_token_is_disconnected_at_its_expiry(
+        make_node: NodeFactory, tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    node = await make_node(audit_log=str(audit), **SHORT_TOKENS)
+    async with chromium() as browser:
+        page = await open_page(browser, node.url, token=node.token("ann", ttl=3), media=0)
+        await page.wait_for_function(
+            "() => window.mikotoDemo.connectionState === 'disconnected'", timeout=10_000)
+
+        assert len(await events(page, "auth:expiring")) == 1
+        assert len(await events(page, "auth:expired")) == 1
+        assert len(audited(audit, "token_expired")) == 1
+        # the resume with the expired token is refused: final, no retries
+        down = (await events(page, "socket"))[-1]
+        assert down["state"] == "disconnected" and down["error"]["code"] == "unauthorized"

@@ -427,6 +427,8 @@ export class DemoApp {
     });
     client.on('session:lost', ({ error }) => this.log('session:lost', error.toJSON()));
     client.on('server:draining', (e) => this.log('server:draining', e));
+    client.on('auth:expiring', (e) => this.log('auth:expiring', e));
+    client.on('auth:expired', (e) => this.log('auth:expired', e));
     client.on('rtt', ({ rtt }) => this.showRtt(rtt));
     const calls = client.calls;
     calls.on('call:incoming', ({ call }) => {

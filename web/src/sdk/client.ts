@@ -8,6 +8,7 @@ import {
   ROOM_EVENT_NAMES,
   SERVER_EVENT_NAMES,
   type AckOk,
+  type AuthExpiringEvent,
   type DrainingEvent,
   type MediaJob,
   type MediaKind,
@@ -24,11 +25,18 @@ import {
 /** How long close() waits for the server to confirm `session:end` before disconnecting anyway. */
 const SESSION_END_TIMEOUT_MS = 1000;
 
-/** A token, or a function that fetches a fresh one for every (re)connect. */
+/** A token, or a function that fetches a fresh one for every (re)connect and every `auth:refresh`. */
 export type TokenSource = string | (() => string | Promise<string>);
 
 export interface ClientOptions {
-  /** JWT sent as `auth.token` in the connect packet. */
+  /**
+   * JWT sent as `auth.token` in the connect packet. A function is called for
+   * every (re)connect, and on `auth:expiring` (by default a minute before the
+   * connection's token expires) to send the node a fresh token with
+   * `auth:refresh`, so the connection outlives its tokens. A fixed string
+   * cannot be refreshed: the node ends the connection at the token's expiry and
+   * the reconnect is refused (`disconnected`, `unauthorized`).
+   */
   token: TokenSource;
   /** Server origin, e.g. `https://rtc.example.org`; default: the page's origin. */
   url?: string;
@@ -141,6 +149,8 @@ export class SignalingClient extends Emitter<ClientEvents> {
   private resumed = false;
   /** Whether the current connect attempt asked to resume. */
   private resuming = false;
+  /** The token function failed for the connect in flight (so a refusal is not the node's verdict on us). */
+  private tokenFailed = false;
   /** Last seq per room we are a member of (from events and acks). */
   private readonly roomSeq = new Map<RoomName, number>();
   /** Our participant id per room. */
@@ -574,6 +584,23 @@ export class SignalingClient extends Emitter<ClientEvents> {
     );
   }
 
+  /**
+   * The node is about to end the connection at its token's expiry: send it a
+   * fresh token from the token function. If that fails the node disconnects at
+   * the expiry, and the reconnect (with a fresh token) resumes the session.
+   */
+  private async refreshToken(event: AuthExpiringEvent): Promise<void> {
+    if (typeof this.options.token !== 'function') {
+      this.logger.warn(`the token expires at ${event.expiresAt} (Unix ms) and a fixed token cannot be refreshed`);
+      return;
+    }
+    try {
+      await this.request('auth:refresh', { token: await this.token() });
+    } catch (err) {
+      this.logger.warn(`token refresh failed; the connection ends at ${event.expiresAt} (Unix ms)`, err);
+    }
+  }
+
   // ---- connection ----
 
   private createSocket(): Socket {
@@ -587,9 +614,13 @@ export class SignalingClient extends Emitter<ClientEvents> {
       // A function, so every (re)connect sends a fresh token and the current resume state.
       auth: (cb: (data: object) => void) => {
         Promise.resolve(typeof token === 'function' ? token() : token).then(
-          (value) => cb(this.authPayload(value)),
+          (value) => {
+            this.tokenFailed = false;
+            cb(this.authPayload(value));
+          },
           (err: unknown) => {
             this.logger.error('token source failed', err);
+            this.tokenFailed = true;
             cb(this.authPayload(undefined));
           },
         );
@@ -616,6 +647,10 @@ export class SignalingClient extends Emitter<ClientEvents> {
           this.onSession(payload as SessionEvent);
         } else if (name === 'server:draining') {
           this.onDraining(payload as DrainingEvent);
+        } else if (name === 'auth:expiring') {
+          void this.refreshToken(payload as AuthExpiringEvent);
+        } else if (name === 'auth:expired') {
+          this.logger.info('the token expired without a refresh: the node disconnects');
         } else if ((ROOM_EVENT_NAMES as readonly string[]).includes(name)) {
           if (!this.acceptRoomEvent(name as RoomEventName, payload as Record<string, unknown>)) return;
         }
@@ -658,6 +693,13 @@ export class SignalingClient extends Emitter<ClientEvents> {
       this.loseSession(error);
       this.setState(this.retryState(), error);
       this.scheduleReconnect(0);
+      return;
+    }
+    if (refused && this.tokenFailed && this.resuming) {
+      // Our token function failed (its backend is down?), not the session: keep it and
+      // retry with backoff, as for a lost transport.
+      this.setState(this.retryState(), new RtcError('unavailable', 'the token function failed'));
+      this.scheduleReconnect();
       return;
     }
     if (refused && error.code !== 'unavailable' && error.code !== 'rate_limited' && error.code !== 'internal') {

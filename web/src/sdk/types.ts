@@ -146,6 +146,17 @@ export interface PingResult {
   now: number;
 }
 
+/** `auth:refresh`, the answer to `auth:expiring`. */
+export interface AuthRefreshRequest {
+  /** A fresh token of the connection's user; its grants replace the old ones. */
+  token: string;
+}
+
+export interface AuthRefreshResult {
+  /** The new token's expiry, Unix ms. */
+  expiresAt: number;
+}
+
 export interface CallMedia {
   audio: boolean;
   video: boolean;
@@ -302,6 +313,7 @@ export interface Requests {
   'media:release': [MediaReleaseRequest, object];
   'recording:start': [RecordingRequest, RecordingStartResult];
   'recording:stop': [RecordingRequest, RecordingStopResult];
+  'auth:refresh': [AuthRefreshRequest, AuthRefreshResult];
 }
 export type RequestName = keyof Requests;
 
@@ -362,6 +374,15 @@ export interface DrainingEvent {
   /** Reconnect after this many ms. */
   reconnectIn: number;
 }
+
+/** `auth:expiring`: the connection's token expires soon; the client answers with `auth:refresh`. */
+export interface AuthExpiringEvent {
+  /** Unix ms, the node's clock. */
+  expiresAt: number;
+}
+
+/** `auth:expired` (`code` `unauthorized`): the token expired without a refresh; the node disconnects. */
+export type AuthExpiredEvent = WireError;
 
 export type CallState =
   | 'ringing'
@@ -572,6 +593,8 @@ export interface ServerEvents extends RoomEventMap {
   signal: SignalEvent;
   session: SessionEvent;
   'server:draining': DrainingEvent;
+  'auth:expiring': AuthExpiringEvent;
+  'auth:expired': AuthExpiredEvent;
   'call:incoming': CallIncomingEvent;
   'call:state': CallStateEvent;
   'file:state': FileStateEvent;
@@ -588,6 +611,8 @@ export const SERVER_EVENT_NAMES: readonly ServerEventName[] = [
   'signal',
   'session',
   'server:draining',
+  'auth:expiring',
+  'auth:expired',
   'call:incoming',
   'call:state',
   'file:state',
