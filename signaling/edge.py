@@ -41,9 +41,10 @@ from .errors import (
     Unavailable,
 )
 from .fanout import Fanout
-from .files import FileService, Transfer
+from .files import FileService, Transfer, TransferState
 from .ice import ice_servers
 from .ids import ConnectionId, ParticipantId, RoomId, SessionId
+from .observe import Observers, Seen
 from .protocol import (
     ClientEvent,
     ConnectionState,
@@ -69,7 +70,7 @@ from .protocol import (
 )
 from .push import PushHook
 from .ratelimit import AddressLimiter, ConnectionLimiter, limits_of
-from .rooms import Participant, RoomService
+from .rooms import Left, Participant, RoomService
 from .sdp import sends_media
 from .sessions import Session, SessionService, node_key
 from .sioserver import SignalingServer
@@ -148,6 +149,7 @@ class SignalingEdge:
         self._connects = AddressLimiter(self._limits.connect, time.monotonic)
         self._failures = AddressLimiter(self._limits.failures, time.monotonic)
         self.audit = Audit(config.audit_log)
+        self.observers = Observers()
         self._left_listeners: list[LeftListener] = []
         self._ended_listeners: list[EndedListener] = []
         self._join_extras: list[JoinFields] = []
@@ -284,6 +286,8 @@ class SignalingEdge:
                 self._spawn(self._welcome(conn, session, None))
                 self._watch_expiry(sid, who)
                 log.info("connect sid=%s user=%s session=%s", sid, who.user, session.id)
+                self.observers.emit(Seen.CONNECTED, user=who.user, session=session.id,
+                                    resumed=False)
                 return
             last_seq = _last_seq(auth.get("lastSeq"))
             claimed = await self.sessions.claim(who, auth.get("session"), auth.get("resume"))
@@ -299,6 +303,8 @@ class SignalingEdge:
                 self._failures.spend(address)
             self.audit.record("auth_failed" if failed else "connect_refused", ip=address,
                               reason=exc.code.value)
+            self.observers.emit(Seen.CONNECT_REFUSED, code=exc.code.value,
+                                resuming=isinstance(auth, dict) and auth.get("session") is not None)
             self._refuse(sid, exc, address)
         if who.grants.service:
             self._services.add(conn)
@@ -307,6 +313,7 @@ class SignalingEdge:
         self._spawn(self._welcome(conn, session, last_seq))
         self._watch_expiry(sid, who)
         log.info("resume sid=%s user=%s session=%s", sid, who.user, session.id)
+        self.observers.emit(Seen.CONNECTED, user=who.user, session=session.id, resumed=True)
 
     @staticmethod
     def _refuse(sid: str, exc: RtcError, address: str) -> NoReturn:
@@ -360,6 +367,7 @@ class SignalingEdge:
             # The store is down: the session's timer or a node sweep settles it later.
             log.warning("disconnect sid=%s not recorded: %s", sid, exc.message)
         log.info("disconnect sid=%s reason=%s", sid, reason)
+        self.observers.emit(Seen.DISCONNECTED, reason=str(reason))
         if self._all_gone is not None and not self._user_connections():
             self._all_gone.set()
 
@@ -426,7 +434,7 @@ class SignalingEdge:
                 left = await self._rooms.leave(session.id, room, reason)
             except NotFound:
                 continue  # left meanwhile, on another node
-            await self._left(left[0], reason)
+            await self._left(left, reason)
         watching = await self._store.members(_watching_key(session.id))
         if watching:
             await self._store.transact([], lambda tx: _unwatch(tx, session.id, watching))
@@ -470,7 +478,7 @@ class SignalingEdge:
         try:
             return await handler(session, data)
         except RtcError as exc:
-            return self._error(event, sid, exc)
+            return self._error(event, sid, exc, data)
         except Exception:
             log.exception("internal error handling %s sid=%s", event, sid)
             return error(ErrorCode.INTERNAL, "internal error")
@@ -503,8 +511,11 @@ class SignalingEdge:
         return {"user": session.user if session is not None else None,
                 "ip": state.address if state is not None else None}
 
-    def _error(self, event: str, sid: str, exc: RtcError) -> Ack:
+    def _error(self, event: str, sid: str, exc: RtcError, data: object = None) -> Ack:
         log.info("refused %s sid=%s code=%s: %s", event, sid, exc.code, exc.message)
+        room = data.get("room") if isinstance(data, dict) else None
+        self.observers.emit(Seen.REFUSED, request=event, code=exc.code.value,
+                            room=room if isinstance(room, str) and len(room) <= 128 else None)
         if exc.code is ErrorCode.FORBIDDEN:
             self.audit.record("grant_refused", **self._who(sid), request=event,
                               reason=exc.message)
@@ -537,6 +548,11 @@ class SignalingEdge:
         await self._fanout.attach(req.room, session.connection, me.id, joined.seq)
         log.info("join room=%s participant=%s user=%s seq=%d%s",
                  req.room, me.id, me.user, joined.seq, " hidden" if me.hidden else "")
+        if joined.started:
+            self.observers.emit(Seen.ROOM_STARTED, room=req.room)
+        if not me.hidden:
+            self.observers.emit(Seen.PARTICIPANT_JOINED, room=req.room, participant=me.id,
+                                user=me.user, name=me.name)
         if not me.hidden:
             for listener in self._joined_listeners:
                 try:
@@ -558,13 +574,20 @@ class SignalingEdge:
 
     async def _leave(self, session: Session, data: object) -> Ack:
         req = parse_leave(data)
-        me, event = await self._rooms.leave(session.id, req.room, LeaveReason.LEAVE)
+        left = await self._rooms.leave(session.id, req.room, LeaveReason.LEAVE)
         if session.connection is not None:
             self._fanout.detach(req.room, session.connection)
-        await self._left(me, LeaveReason.LEAVE)
-        return ok(seq=event.seq if event is not None else await self._rooms.seq(req.room))
+        await self._left(left, LeaveReason.LEAVE)
+        return ok(seq=left.event.seq if left.event is not None
+                  else await self._rooms.seq(req.room))
 
-    async def _left(self, me: Participant, reason: LeaveReason) -> None:
+    async def _left(self, left: Left, reason: LeaveReason) -> None:
+        me = left.participant
+        if not me.hidden:
+            self.observers.emit(Seen.PARTICIPANT_LEFT, room=me.room, participant=me.id,
+                                user=me.user, reason=reason.value)
+        if left.finished:
+            self.observers.emit(Seen.ROOM_FINISHED, room=me.room)
         for listener in self._left_listeners:
             try:
                 await listener(me, reason)
@@ -591,6 +614,8 @@ class SignalingEdge:
                     **description, "sdp": without_private(description["sdp"])}}
         payload = {"room": req.room, "from": sender.id, **body}
         await self._send_to_participant(target.session, payload)
+        self.observers.emit(Seen.SIGNAL, room=req.room, sender=sender.id, to=target.id,
+                            **_signal_kind(body))
         return ok()
 
     async def _send_to_participant(self, session_id: SessionId, payload: Ack) -> None:
@@ -691,6 +716,7 @@ class SignalingEdge:
         return ok(state=notices[0].payload["state"]) if notices else ok()
 
     async def _deliver(self, notices: list[Notice]) -> None:
+        self._observe_calls(notices)
         for notice in notices:
             targets: dict[SessionId, ConnectionId | None] = {}
             for device in notice.devices:
@@ -702,6 +728,19 @@ class SignalingEdge:
             for conn in targets.values():
                 if conn is not None:
                     await self._emit(conn, notice.event, notice.payload)
+
+    def _observe_calls(self, notices: list[Notice]) -> None:
+        seen = set()
+        for notice in notices:
+            state = notice.payload.get("state")
+            if notice.event is not ServerEvent.CALL_STATE or state == "answered_elsewhere":
+                continue  # what a call's other devices are told, not a change of the call
+            key = (notice.payload.get("callId"), state, notice.payload.get("by"))
+            if key not in seen:
+                seen.add(key)
+                self.observers.emit(Seen.CALL_STATE, call=key[0], state=state,
+                                    **{k: notice.payload[k] for k in ("by", "reason")
+                                       if k in notice.payload})
 
     # -- files ------------------------------------------------------------------------
 
@@ -782,6 +821,10 @@ class SignalingEdge:
     async def file_changed(self, transfer: Transfer) -> None:
         """Tell the parties and watchers, at most 10 times a second, finals at once."""
         await self._file_states.changed(transfer.id, final=transfer.final)
+        if transfer.state is TransferState.DONE:
+            self.observers.emit(Seen.FILE_DONE, room=transfer.room, transfer=transfer.id,
+                                sender=transfer.sender, size=transfer.offer.size,
+                                via=transfer.via)
 
     async def _send_file_state(self, transfer_id: str) -> None:
         try:
@@ -844,3 +887,19 @@ def _last_seq(value: object) -> dict[str, int]:
     ):
         raise BadRequest("lastSeq must be an object of room -> seq")
     return value
+
+
+def _signal_kind(body: dict[str, Any]) -> dict[str, Any]:
+    """What a relayed signal was, for a timeline: its kind and size, never its content."""
+    pc = {"pc": body["pc"]} if "pc" in body else {}
+    if "description" in body:
+        description = body["description"]
+        return {"kind": description["type"], "bytes": len(description["sdp"]), **pc}
+    if "candidate" in body:
+        candidate = body["candidate"]
+        if candidate is None:
+            return {"kind": "end-of-candidates", **pc}
+        fields = candidate["candidate"].split()
+        typ = fields[fields.index("typ") + 1] if "typ" in fields[:-1] else None
+        return {"kind": "candidate", "type": typ, "bytes": len(candidate["candidate"]), **pc}
+    return {"kind": "restart", **pc}

@@ -24,6 +24,7 @@ from .forward_edge import ForwardEdge
 from .httputil import ascii_filename, error_response, identity
 from .ids import RoomId
 from .media_edge import MediaEdge
+from .observe import Seen
 from .protocol import (
     ClientEvent,
     LeaveReason,
@@ -109,6 +110,8 @@ class RecordingEdge:
         log.info("recording %s of %s started by %s on worker %s", rec.id, room, me.user,
                  rec.worker)
         self._edge.audit.record("recording_start", user=me.user, room=room, recording=rec.id)
+        self._edge.observers.emit(Seen.RECORDING_STARTED, room=room, recording=rec.id,
+                                  by=me.user)
         return ok(seq=seq, **rec.wire())
 
     async def _give_to_worker(self, rec: Recording, session: Session,
@@ -152,6 +155,9 @@ class RecordingEdge:
         if error is not None:
             state["error"] = error
         log.info("recording %s of %s ended: %s", rec.id, rec.room, reason)
+        self._edge.observers.emit(Seen.RECORDING_FINISHED, room=rec.room, recording=rec.id,
+                                  by=by, reason=reason, startedAt=state["startedAt"],
+                                  stoppedAt=state["stoppedAt"], error=error)
         return await self._announce(rec, state)
 
     async def _announce(self, rec: Recording, state: dict[str, Any]) -> int:

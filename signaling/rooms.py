@@ -111,6 +111,17 @@ class Joined:
     # None for a hidden participant: nobody is told.
     event: RoomEvent | None
     seq: int
+    # This join brought the room into being.
+    started: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    participant: Participant
+    # None for a hidden participant: nobody is told.
+    event: RoomEvent | None
+    # The room is gone: this was its last participant.
+    finished: bool
 
 
 def _room_key(room: RoomId) -> str:
@@ -155,6 +166,7 @@ class RoomService:
             if room_id in mine.rooms:
                 raise Conflict(f"already in room {room_id!r} in this session")
             room = tx.get(_room_key(room_id), Room)
+            started = room is None
             if room is None:
                 room = Room(room_id)
             elif not hidden and len(room.participants) >= self._max:
@@ -167,20 +179,21 @@ class RoomService:
             if hidden:
                 room.hidden[me.id] = me
                 tx.put(_room_key(room_id), room)
-                return Joined(participant=me, others=others, event=None, seq=room.seq)
+                return Joined(participant=me, others=others, event=None, seq=room.seq,
+                              started=started)
             room.participants[me.id] = me
             event = room.record(tx, ServerEvent.PARTICIPANT_JOINED,
                                 {"participant": me.public(), "polite": False}, actor=me.id)
             tx.put(_room_key(room_id), room)
-            return Joined(participant=me, others=others, event=event, seq=event.seq)
+            return Joined(participant=me, others=others, event=event, seq=event.seq,
+                          started=started)
 
         return await self._store.transact([_members_key(session), _room_key(room_id)], join)
 
-    async def leave(self, session: SessionId, room_id: RoomId,
-                    reason: LeaveReason) -> tuple[Participant, RoomEvent | None]:
-        """Remove the session's participant; the event is None for a hidden one."""
+    async def leave(self, session: SessionId, room_id: RoomId, reason: LeaveReason) -> Left:
+        """Remove the session's participant."""
 
-        def leave(tx: Tx) -> tuple[Participant, RoomEvent | None]:
+        def leave(tx: Tx) -> Left:
             mine = tx.get(_members_key(session), Memberships)
             pid = mine.rooms.pop(room_id, None) if mine is not None else None
             room = tx.get(_room_key(room_id), Room)
@@ -200,10 +213,10 @@ class RoomService:
                                     actor=me.id if reason is LeaveReason.LEAVE else None)
             if room.participants or room.hidden:
                 tx.put(_room_key(room_id), room)
-            else:
-                tx.delete(_room_key(room_id))
-                tx.drop_log(room_id)
-            return me, event
+                return Left(me, event, finished=False)
+            tx.delete(_room_key(room_id))
+            tx.drop_log(room_id)
+            return Left(me, event, finished=True)
 
         return await self._store.transact([_members_key(session), _room_key(room_id)], leave)
 

@@ -26,13 +26,16 @@ async def test_join_lists_others_and_counts_seq(store: Store) -> None:
     assert (a.event.seq, b.event.seq) == (1, 2)
     assert b.event.name is ServerEvent.PARTICIPANT_JOINED and b.event.actor == b.participant.id
     assert a.others == [] and [p.id for p in b.others] == [a.participant.id]
+    assert a.started and not b.started  # the first join brings the room into being
     assert b.participant.name == "Bobby" and a.participant.name == "Ann"
     assert a.participant.id != b.participant.id
     assert (await rooms.update(c(1), R, {"audio": True})).seq == 3
-    _, left = await rooms.leave(c(2), R, LeaveReason.LEAVE)
-    assert left is not None
+    gone = await rooms.leave(c(2), R, LeaveReason.LEAVE)
+    left = gone.event
+    assert left is not None and gone.participant == b.participant and not gone.finished
     assert left.seq == 4 and left.payload == {"room": R, "seq": 4, "id": b.participant.id,
                                               "reason": "leave"}
+    assert (await rooms.leave(c(1), R, LeaveReason.LEAVE)).finished  # the last one
 
 
 async def test_same_user_on_two_connections_gets_two_participants(store: Store) -> None:
