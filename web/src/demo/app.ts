@@ -15,7 +15,8 @@ import { openLocalMedia, openScreen, stopStream } from './media';
 import type { DemoParams } from './params';
 import { RecordingPanel, findRecordingUi } from './recording';
 import { RecordingsList, findRecordingsUi } from './recordings';
-import { TileGrid } from './tiles';
+import { StatsView } from './statsview';
+import { LOCAL, TileGrid } from './tiles';
 import { MediaTimings } from './timings';
 import { fetchDevToken, readClaims, tabUserId } from './token';
 
@@ -41,6 +42,7 @@ export interface Ui {
   toggleVideo: HTMLButtonElement;
   toggleHand: HTMLButtonElement;
   toggleScreen: HTMLButtonElement;
+  toggleStats: HTMLButtonElement;
   enableSound: HTMLButtonElement;
   leaveButton: HTMLButtonElement;
   tiles: HTMLElement;
@@ -81,6 +83,7 @@ export function findUi(doc: Document = document): Ui {
     toggleVideo: get('toggle-video', HTMLButtonElement),
     toggleHand: get('toggle-hand', HTMLButtonElement),
     toggleScreen: get('toggle-screen', HTMLButtonElement),
+    toggleStats: get('toggle-stats', HTMLButtonElement),
     enableSound: get('enable-sound', HTMLButtonElement),
     leaveButton: get('leave-button', HTMLButtonElement),
     tiles: get('tiles', HTMLElement),
@@ -107,7 +110,6 @@ export interface DemoEvent {
   detail: unknown;
 }
 
-const LOCAL = 'local';
 const NAME_KEY = 'mikoto-rtc:name';
 const PING_INTERVAL_MS = 5000;
 
@@ -144,6 +146,8 @@ export class DemoApp {
   readonly recordings: RecordingsList;
   /** When media first showed up (test hooks). */
   readonly timings = new MediaTimings();
+  /** The tiles' quality badges and stats overlays. */
+  readonly stats: StatsView;
   /** The token the client last used (the `token` parameter, or the last dev token). */
   private token: string | null;
   private screenTrack: MediaStreamTrack | null = null;
@@ -161,6 +165,7 @@ export class DemoApp {
     this.tiles = new TileGrid(ui.tiles, () => {
       ui.enableSound.hidden = false;
     });
+    this.stats = new StatsView(this.tiles, ui.toggleStats, params.stats);
     this.files = new FilePanel(findFileUi(), {
       autoaccept: params.autoaccept,
       log: (type, detail) => this.log(type, detail),
@@ -298,6 +303,7 @@ export class DemoApp {
       this.files.attach(room);
       this.recording.attach(room);
       this.timings.attach(room);
+      this.stats.attach(room);
 
       const local = this.tiles.ensure(LOCAL, { id: '', name: `${name} (you)`, local: true });
       local.setStream(this.outgoing);
@@ -338,6 +344,7 @@ export class DemoApp {
     this.files.detach();
     this.recording.detach();
     this.timings.detach();
+    this.stats.detach();
     this.showMode(null);
     this.speaking?.close();
     this.speaking = null;

@@ -17,6 +17,7 @@ import type { DemoApp, DemoEvent } from './app';
 import type { EchoPanel, EchoPanelState } from './echo';
 import { pseudoRandomBytes, type FileRecord } from './files';
 import type { RecordingSummary } from './recordings';
+import type { InboundStats, OutboundStats } from './stats';
 
 /** What `sendFile` sends: bytes, a blob, or `{random: size, seed}` pseudo-random bytes made in the page. */
 export type FileData = Uint8Array | ArrayBuffer | Blob | number[] | { random: number; seed?: number };
@@ -86,6 +87,17 @@ export interface MikotoDemo {
    * their tracks, with the `down` connection's state.
    */
   stats(): Promise<Record<string, PeerStats>>;
+  /**
+   * What the tiles' quality badges and stats overlays last showed: per remote
+   * participant, and what we send; `running` while refreshes are scheduled (a
+   * room is joined), `visible` while the overlays show.
+   */
+  tileStats(): {
+    running: boolean;
+    visible: boolean;
+    local: OutboundStats | null;
+    remote: Record<string, InboundStats>;
+  };
   /** `room.mode` (`mesh` / `forward`); null when not in a room. */
   readonly mode: RoomMode | null;
   /** The forwarding worker's participant id while the room forwards, else null. */
@@ -214,6 +226,12 @@ export function installHooks(app: DemoApp, echo: EchoPanel): MikotoDemo {
       );
       return Object.fromEntries(entries);
     },
+    tileStats: () => ({
+      running: app.stats.running,
+      visible: app.stats.visible,
+      local: app.stats.local,
+      remote: Object.fromEntries(app.stats.remote),
+    }),
     get mode() {
       return app.room?.mode ?? null;
     },

@@ -18,6 +18,8 @@ export interface DemoParams {
   height: number | null;
   fps: number | null;
   speaking: boolean;
+  /** Show the tiles' stats overlays from the start. */
+  stats: boolean;
   /** Accept every file offered to us at once. */
   autoaccept: boolean;
   /** Show the "Test my camera, mic and network" page and start the echo test at once. */
@@ -48,6 +50,7 @@ export function readParams(search: string = window.location.search): DemoParams 
     height: positive(q.get('height')),
     fps: positive(q.get('fps')),
     speaking: flag('speaking', false),
+    stats: flag('stats', false),
     autoaccept: flag('autoaccept', false),
     echo: flag('echo', false),
     duration: positive(q.get('duration')),

@@ -1,4 +1,8 @@
 import type { ParticipantState } from '../sdk';
+import type { Quality, StatsRow } from './stats';
+
+/** The local tile's key in the grid (remote tiles are keyed by participant id). */
+export const LOCAL = 'local';
 
 export interface TileInfo {
   /** Participant id; empty for the local tile before the join ack. */
@@ -22,6 +26,8 @@ export class Tile {
   private readonly hand: HTMLElement;
   private readonly screen: HTMLElement;
   private readonly conn: HTMLElement;
+  private readonly quality: HTMLElement;
+  private readonly stats: HTMLElement;
 
   constructor(info: TileInfo, private readonly onAudioBlocked: () => void) {
     const el = document.createElement('figure');
@@ -52,8 +58,15 @@ export class Tile {
     this.hand = span('badge hand', 'hand raised');
     this.screen = span('badge screen', 'sharing screen');
     this.conn = span('tile-conn');
-    caption.append(this.nameEl, this.mic, this.cam, this.hand, this.screen, this.conn);
+    this.quality = span('tile-quality');
+    this.quality.hidden = true;
+    caption.append(this.nameEl, this.mic, this.cam, this.hand, this.screen, this.conn, this.quality);
     el.append(caption);
+
+    // Shown while the grid says so (`.tiles[data-stats=on]`); filled by the stats view.
+    this.stats = document.createElement('table');
+    this.stats.className = 'tile-stats';
+    el.append(this.stats);
 
     this.setId(info.id);
     this.setName(info.name);
@@ -95,6 +108,31 @@ export class Tile {
   setConnectionState(state: string): void {
     this.element.dataset['connectionState'] = state;
     this.conn.textContent = state === 'local' ? 'you' : state;
+  }
+
+  /** The connection quality badge; null hides it (not measured yet, or our own tile). */
+  setQuality(quality: Quality | null): void {
+    this.quality.hidden = quality === null;
+    this.quality.textContent = quality ?? '';
+    this.quality.title = quality ? `connection: ${quality}` : '';
+    if (quality) this.quality.dataset['quality'] = quality;
+    else delete this.quality.dataset['quality'];
+  }
+
+  /** The stats overlay's lines, one `tr[data-field]` each. */
+  setStats(rows: readonly StatsRow[]): void {
+    this.stats.replaceChildren(
+      ...rows.map((row) => {
+        const tr = document.createElement('tr');
+        tr.dataset['field'] = row.field;
+        const th = document.createElement('th');
+        th.textContent = row.label;
+        const td = document.createElement('td');
+        td.textContent = row.text;
+        tr.append(th, td);
+        return tr;
+      }),
+    );
   }
 
   setStream(stream: MediaStream | null): void {
@@ -157,6 +195,11 @@ export class TileGrid {
 
   playAllAudio(): void {
     for (const tile of this.tiles.values()) tile.playAudio();
+  }
+
+  /** Show or hide every tile's stats overlay, now and for tiles added later. */
+  showStats(on: boolean): void {
+    this.container.dataset['stats'] = on ? 'on' : 'off';
   }
 }
 
