@@ -10,8 +10,10 @@ import socketio
 from aiohttp import web
 
 from . import transport
+from .admin import AdminApi
 from .config import Config
 from .edge import SignalingEdge
+from .errors import RtcError
 from .fastjson import TextPacket
 from .filerelay import FileRelay
 from .forward_edge import ForwardEdge
@@ -19,6 +21,8 @@ from .heartbeat import NODE, Heartbeat
 from .http import CONFIG, add_routes, origin_guard
 from .media_edge import MediaEdge
 from .memstore import MemoryStore
+from .metrics import NodeMetrics
+from .openapi import openapi_json
 from .protocol import ClientEvent
 from .push import LogPush, PushHook, WebhookPush
 from .recording_edge import RecordingEdge
@@ -27,6 +31,8 @@ from .redismanager import RedisManager
 from .redisstore import RedisStore
 from .sioserver import SignalingServer
 from .store import Store
+from .timeline import Timelines
+from .webhooks import Webhooks
 from .workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,8 @@ EDGE = web.AppKey("edge", SignalingEdge)
 RELAY = web.AppKey("relay", FileRelay)
 WORKERS = web.AppKey("workers", WorkerRegistry)
 RECORDINGS = web.AppKey("recordings", RecordingEdge)
+TIMELINES = web.AppKey("timelines", Timelines)
+WEBHOOKS = web.AppKey("webhooks", Webhooks)
 
 # Relayed at high rates and quick to handle: run in the connection's reader task.
 INLINE_EVENTS = frozenset({ClientEvent.SIGNAL.value, ClientEvent.PARTICIPANT_UPDATE.value,
@@ -74,14 +82,15 @@ def create_app(config: Config) -> web.Application:
         ping_interval=config.ping_interval,
         ping_timeout=config.ping_timeout,
     )
-    push: PushHook = (WebhookPush(config.push_url, config.push_secret)
-                      if config.push_url and config.push_secret else LogPush())
+    webhooks = app[WEBHOOKS] = Webhooks(config, node)
+    push: PushHook = WebhookPush(webhooks.push) if webhooks.push else LogPush()
     sio.attach(app)
     transport.configure(sio, deflate=config.ws_deflate)
     app[CONFIG] = config
     app[STORE] = store
     app[SIO] = sio
     edge = app[EDGE] = SignalingEdge(sio, config, store, node, push)
+    webhooks.observe(edge.observers)
     store.on_timer(NODE, edge.node_lost)
     workers = app[WORKERS] = WorkerRegistry(store)
     media = MediaEdge(edge, workers, config)
@@ -90,6 +99,11 @@ def create_app(config: Config) -> web.Application:
                                                  RecordingStore(config.recordings_dir),
                                                  config.secret, forwarding)
     recordings.add_routes(app)
+    timelines = app[TIMELINES] = Timelines(store, config.timeline_size, config.timeline_age)
+    edge.observers.subscribe(timelines.watch)
+    AdminApi(config, edge, recordings, timelines).add_routes(app)
+    NodeMetrics(config, edge, workers, recordings, lambda: store.healthy).add_routes(app)
+    app.router.add_get("/api/openapi.json", openapi_json)
     relay = app[RELAY] = FileRelay(config.file_dir, config.file_relay_max_bytes,
                                    config.file_ttl, config.secret, edge.files, edge.file_changed)
     relay.add_routes(app)
@@ -108,9 +122,13 @@ async def _readyz(request: web.Request) -> web.Response:
     manager = app.get(MANAGER)
     store = app[STORE].healthy and (manager is None or manager.subscribed)
     draining = app[EDGE].draining
-    ready = store and not draining
-    return web.json_response({"ok": ready, "store": store, "draining": draining},
-                             status=200 if ready else 503)
+    try:
+        workers = len(await app[WORKERS].all()) if store else 0
+    except RtcError:
+        workers = 0
+    ready = store and not draining and (workers > 0 or not app[CONFIG].ready_needs_worker)
+    return web.json_response({"ok": ready, "store": store, "draining": draining,
+                              "workers": workers}, status=200 if ready else 503)
 
 
 async def _drain(app: web.Application) -> None:
@@ -130,8 +148,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
              "redis" if config.redis_url else "memory")
     if config.dev:
         log.warning("DEV MODE: ephemeral or development secret, /api/dev/token enabled")
+    app[TIMELINES].start()
+    await app[WEBHOOKS].start()
     yield
     await app[EDGE].aclose()
+    await app[WEBHOOKS].aclose()  # after the edge: what it said last is still sent
+    await app[TIMELINES].aclose()
     if heartbeat is not None:
         await heartbeat.aclose()
     await app[SIO].shutdown()

@@ -203,6 +203,28 @@ class RoomModeChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomData:
+    """A data message an operator sent to the room (the admin API; a room event)."""
+
+    room: RoomId
+    seq: int
+    data: Any
+    by: str
+    topic: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MuteRequested:
+    """An operator asks us to mute our audio and/or video in `room` (the admin API); the
+    app decides what to do."""
+
+    room: RoomId
+    audio: bool
+    video: bool
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
 class MediaJob:
     """A media job the node gave to a worker; negotiate with `worker` by `signal`."""
 
@@ -237,8 +259,8 @@ class Disconnected:
 
 Event = (ParticipantJoined | ParticipantLeft | ParticipantUpdated | SignalReceived
          | ConnectionChanged | SessionStarted | Draining | CallIncoming | CallStateChanged
-         | FileState | MediaReport | MediaEnded | RecordingState | RoomModeChanged
-         | Disconnected)
+         | FileState | MediaReport | MediaEnded | RecordingState | RoomModeChanged | RoomData
+         | MuteRequested | Disconnected)
 Subscriber = Callable[[Event], None]
 
 
@@ -304,6 +326,16 @@ def _room_mode(d: dict[str, Any]) -> RoomModeChanged:
                            worker=d.get("worker"), moved=bool(d.get("moved", False)))
 
 
+def _room_data(d: dict[str, Any]) -> RoomData:
+    return RoomData(room=RoomId(d["room"]), seq=d["seq"], data=d["data"], by=str(d["by"]),
+                    topic=d.get("topic"))
+
+
+def _mute(d: dict[str, Any]) -> MuteRequested:
+    return MuteRequested(room=RoomId(d["room"]), audio=bool(d["audio"]), video=bool(d["video"]),
+                         by=str(d["by"]))
+
+
 def _draining(d: dict[str, Any]) -> Draining:
     return Draining(reconnect_in=int(d["reconnectIn"]))
 
@@ -321,11 +353,13 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Event]] = {
     "media:ended": _media_ended,
     "recording:state": _recording,
     "room:mode": _room_mode,
+    "room:data": _room_data,
+    "mute:request": _mute,
 }
 
 
 _ROOM_EVENTS = (ParticipantJoined, ParticipantLeft, ParticipantUpdated, RecordingState,
-                RoomModeChanged)
+                RoomModeChanged, RoomData)
 _MAX_SENDS = 3
 _SESSION_LOST = frozenset({"not_found", "forbidden", "conflict"})
 

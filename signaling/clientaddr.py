@@ -26,22 +26,22 @@ def parse_networks(specs: Iterable[str]) -> tuple[Network, ...]:
     return tuple(networks)
 
 
-def _trusted(address: str, proxies: tuple[Network, ...]) -> bool:
+def within(address: str, networks: tuple[Network, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(ip in network for network in proxies)
+    return any(ip in network for network in networks)
 
 
 def client_address(remote: str | None, forwarded_for: str | None,
                    proxies: tuple[Network, ...]) -> str:
     """REMOTE_ADDR, or through trusted proxies the first hop they did not add."""
     address = remote or "unknown"
-    if not proxies or not forwarded_for or not _trusted(address, proxies):
+    if not proxies or not forwarded_for or not within(address, proxies):
         return address
     for hop in reversed(forwarded_for.split(",")):
         address = hop.strip()
-        if not _trusted(address, proxies):
+        if not within(address, proxies):
             break
     return address

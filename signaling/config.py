@@ -57,6 +57,17 @@ class Config:
     call_max_callees: int = 8
     push_url: str | None = None
     push_secret: str | None = field(default=None, repr=False)
+    # Webhooks (docs/webhooks.md): what happened, POSTed signed to the platform's backend
+    # (None: off). A delivery is tried webhook_attempts times in all, the first retry after
+    # about webhook_backoff seconds, doubling up to webhook_backoff_max; at most
+    # webhook_queue events wait, the oldest dropped beyond that. Pushes retry the same way.
+    webhook_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_timeout: float = 5.0
+    webhook_attempts: int = 10
+    webhook_backoff: float = 1.0
+    webhook_backoff_max: float = 60.0
+    webhook_queue: int = 10000
     file_max_bytes: int = 4 * 1024**3
     file_relay_max_bytes: int = 1024**3
     file_ttl: float = 3600.0
@@ -118,6 +129,17 @@ class Config:
     # Seconds before a connection's token expires that it is sent `auth:expiring`; at
     # expiry, a connection that did not `auth:refresh` is disconnected.
     auth_expiry_notice: float = 60.0
+    # /metrics: when set, only these addresses or networks (through trusted proxies) and/
+    # or requests with `Authorization: Bearer <metrics_token>` may scrape it.
+    metrics_allow: tuple[str, ...] = ()
+    metrics_token: str | None = field(default=None, repr=False)
+    # Call timelines (admin API): entries kept per room and per call, and for how long
+    # after a timeline's last entry.
+    timeline_size: int = 1000
+    timeline_age: float = 86400.0
+    # /readyz answers 503 while no media worker is registered (echo tests and recording
+    # would fail); false on nodes whose calls should go on without one.
+    ready_needs_worker: bool = True
     # Audit log (docs/security.md): JSON lines appended to this file ("-": stderr), and
     # always to the `mikoto.audit` logger.
     audit_log: str | None = None
@@ -129,10 +151,11 @@ class Config:
                 Rate.parse(getattr(self, name))
             except ValueError as exc:
                 raise ConfigError(f"{name}: {exc}") from None
-        try:
-            parse_networks(self.trusted_proxies)
-        except ValueError as exc:
-            raise ConfigError(f"trusted_proxies: {exc}") from None
+        for name in ("trusted_proxies", "metrics_allow"):
+            try:
+                parse_networks(getattr(self, name))
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port out of range: {self.port}")
         if self.room_max_participants < 2:
@@ -142,7 +165,7 @@ class Config:
                      "call_ring_timeout", "call_max_callees", "file_max_bytes",
                      "file_relay_max_bytes", "file_ttl", "worker_capacity", "echo_duration",
                      "mesh_max_participants", "room_log_age", "node_heartbeat", "node_timeout",
-                     "rate_strikes", "auth_expiry_notice"):
+                     "rate_strikes", "auth_expiry_notice", "timeline_size", "timeline_age"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.turn_urls and not self.turn_secret:
@@ -156,6 +179,7 @@ class Config:
             raise ConfigError("drain_timeout must not be negative")
         if self.push_url and not self.push_secret:
             raise ConfigError("push_url is set but push_secret is not")
+        self._check_webhooks()
         if self.redis_url and self.secret is None:
             raise ConfigError("redis_url is set but secret is not: nodes must share one secret")
         if self.processes < 1:
@@ -167,12 +191,28 @@ class Config:
         if self.env is Env.PRODUCTION:
             self._check_production()
 
+    def _check_webhooks(self) -> None:
+        if self.webhook_url and not self.webhook_secret:
+            raise ConfigError("webhook_url is set but webhook_secret is not")
+        for name in ("push_url", "webhook_url"):
+            url = getattr(self, name)
+            if url and not url.startswith(("http://", "https://")):
+                raise ConfigError(f"{name} must be an http:// or https:// URL")
+        for name in ("webhook_timeout", "webhook_attempts", "webhook_backoff",
+                     "webhook_backoff_max", "webhook_queue"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.webhook_backoff_max < self.webhook_backoff:
+            raise ConfigError("webhook_backoff_max must not be shorter than webhook_backoff")
+
     def _check_production(self) -> None:
         if self.secret is None:
             raise ConfigError("production mode requires MIKOTO_RTC_SECRET")
         for label, value in (("MIKOTO_RTC_SECRET", self.secret),
                              ("MIKOTO_RTC_TURN_SECRET", self.turn_secret),
-                             ("MIKOTO_RTC_PUSH_SECRET", self.push_secret)):
+                             ("MIKOTO_RTC_PUSH_SECRET", self.push_secret),
+                             ("MIKOTO_RTC_WEBHOOK_SECRET", self.webhook_secret),
+                             ("MIKOTO_RTC_METRICS_TOKEN", self.metrics_token)):
             if value is None:
                 continue
             if value.startswith(DEV_SECRET_PREFIX):

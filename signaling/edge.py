@@ -74,6 +74,7 @@ from .rooms import Left, Participant, RoomService
 from .sdp import sends_media
 from .sessions import Session, SessionService, node_key
 from .sioserver import SignalingServer
+from .stats import Stats
 from .store import Store, Tx
 from .transport import Message
 
@@ -150,6 +151,7 @@ class SignalingEdge:
         self._failures = AddressLimiter(self._limits.failures, time.monotonic)
         self.audit = Audit(config.audit_log)
         self.observers = Observers()
+        self.stats = Stats()
         self._left_listeners: list[LeftListener] = []
         self._ended_listeners: list[EndedListener] = []
         self._join_extras: list[JoinFields] = []
@@ -222,6 +224,8 @@ class SignalingEdge:
 
     def _encode(self, event: ServerEvent, payload: Ack) -> Message:
         """A Socket.IO event packet, encoded once for every connection it goes to."""
+        out = self.stats.events_out
+        out[event] = out.get(event, 0) + 1
         packet = self._sio.packet_class(socketio.packet.EVENT, namespace="/",
                                         data=[event.value, payload])
         return Message(packet.encode())
@@ -449,7 +453,9 @@ class SignalingEdge:
     # -- dispatch ----------------------------------------------------------------------
 
     def _guarded(self, event: str, handler: Handler) -> Callable[..., Awaitable[Ack]]:
+        counts = self.stats.events_in
         async def handle(sid: str, *args: Any) -> Ack:
+            counts[event] = counts.get(event, 0) + 1
             try:
                 session = self.sessions.attached(ConnectionId(sid))
                 if session is None:  # an event racing its own disconnect
@@ -522,6 +528,8 @@ class SignalingEdge:
         return {"ok": False, "error": exc.to_wire()}
 
     async def _unknown(self, event: str, sid: str, *args: Any) -> Ack:
+        counts = self.stats.events_in
+        counts["unknown"] = counts.get("unknown", 0) + 1
         try:
             self._limit(sid, "")  # counts as "other": a flood of nonsense is one too
         except RateLimited as exc:
@@ -597,7 +605,24 @@ class SignalingEdge:
             for transfer in await self.files.participant_left(me.id):
                 await self.file_changed(transfer)
 
+    async def remove(self, room_id: RoomId, participant: ParticipantId, reason: LeaveReason,
+                     by: str) -> Participant:
+        """An operator removes a participant: it and the room see `participant:left` with
+        `reason` (kicked, closed), and its connection stops following the room."""
+        room = await self._rooms.room(room_id)
+        target = room.participants.get(participant) if room is not None else None
+        if target is None:
+            raise NotFound(f"no participant {participant!r} in room {room_id!r}")
+        left = await self._rooms.leave(target.session, room_id, reason)
+        await self._left(left, reason)
+        self.audit.record("kick", user=target.user, room=room_id, participant=participant,
+                          by=by, reason=reason.value)
+        log.info("participant %s (%s) removed from %s by %s: %s",
+                 participant, target.user, room_id, by, reason.value)
+        return target
+
     async def _signal(self, session: Session, data: object) -> Ack:
+        started = time.perf_counter()
         req = parse_signal(data, self._config.max_sdp_bytes)
         sender, target = await self._rooms.route(session.id, req.room, req.to)
         body = req.body
@@ -614,6 +639,7 @@ class SignalingEdge:
                     **description, "sdp": without_private(description["sdp"])}}
         payload = {"room": req.room, "from": sender.id, **body}
         await self._send_to_participant(target.session, payload)
+        self.stats.relay.observe(time.perf_counter() - started)
         self.observers.emit(Seen.SIGNAL, room=req.room, sender=sender.id, to=target.id,
                             **_signal_kind(body))
         return ok()

@@ -85,6 +85,8 @@ class Fanout:
                 behind.append(conn)
         for conn in behind:  # after the loop: catching up waits, and cursors may change
             await self.catch_up(event.room, conn)
+        if event.name is ServerEvent.PARTICIPANT_LEFT:
+            self._removed(event)
 
     async def catch_up(self, room: RoomId, conn: ConnectionId) -> None:
         cursor = self._rooms.get(room, {}).get(conn)
@@ -114,3 +116,13 @@ class Fanout:
         cursor.seq = event.seq
         if event.actor != cursor.participant:
             self._send_packet(conn, self._encode(event.name, event.payload))
+        if event.name is ServerEvent.PARTICIPANT_LEFT:
+            self._removed(event)
+
+    def _removed(self, event: RoomEvent) -> None:
+        """A participant that did not leave by itself (kicked, timed out) was told so:
+        its connection stops following the room."""
+        cursors = self._rooms.get(event.room, {})
+        for conn, cursor in list(cursors.items()):
+            if cursor.participant == event.payload.get("id"):
+                self.detach(event.room, conn)

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 from .ids import RoomId
@@ -30,6 +30,8 @@ class MemoryStore(Store):
         self._docs: dict[str, Doc] = {}
         self._expiry: dict[str, float] = {}
         self._sets: dict[str, set[str]] = {}
+        # capped lists (timelines): key -> (forgotten at, items)
+        self._lists: dict[str, tuple[float, deque[str]]] = {}
         # room -> its recent events, each with the time it was recorded
         self._logs: dict[RoomId, deque[tuple[float, RoomEvent]]] = {}
         self._listeners: list[EventListener] = []
@@ -63,6 +65,20 @@ class MemoryStore(Store):
 
     async def members(self, key: str) -> set[str]:
         return set(self._sets.get(key, ()))
+
+    async def append(self, lists: Mapping[str, list[str]], keep: int, ttl: float) -> None:
+        now = self._clock()
+        for key, items in lists.items():
+            entry = self._lists.get(key)
+            kept = entry[1] if entry is not None and entry[0] > now else deque(maxlen=keep)
+            kept.extend(items)
+            self._lists[key] = (now + ttl, kept)
+        for key in [k for k, (until, _) in self._lists.items() if until <= now]:
+            del self._lists[key]
+
+    async def items(self, key: str) -> list[str]:
+        entry = self._lists.get(key)
+        return list(entry[1]) if entry is not None and entry[0] > self._clock() else []
 
     async def events(self, room: RoomId, after: int) -> list[RoomEvent] | None:
         entries = self._logs.get(room)

@@ -70,6 +70,8 @@ class ServerEvent(StrEnum):
     MEDIA_ENDED = "media:ended"
     RECORDING_STATE = "recording:state"
     ROOM_MODE = "room:mode"
+    ROOM_DATA = "room:data"
+    MUTE_REQUEST = "mute:request"
     # To media workers only, with an ack:
     MEDIA_ASSIGN = "media:assign"
 
@@ -78,6 +80,10 @@ class LeaveReason(StrEnum):
     LEAVE = "leave"
     DISCONNECT = "disconnect"
     TIMEOUT = "timeout"
+    # Removed by an operator (the admin API): one participant, or everyone when the room
+    # is closed.
+    KICKED = "kicked"
+    CLOSED = "closed"
 
 
 class RoomMode(StrEnum):

@@ -22,7 +22,7 @@ from .edge import Ack, SignalingEdge
 from .errors import Conflict, Forbidden, NotFound, RtcError, Unavailable
 from .forward_edge import ForwardEdge
 from .httputil import ascii_filename, error_response, identity
-from .ids import RoomId
+from .ids import RoomId, UserId
 from .media_edge import MediaEdge
 from .observe import Seen
 from .protocol import (
@@ -66,6 +66,11 @@ class RecordingEdge:
     async def active(self, room: RoomId) -> Recording | None:
         return await self._state.get(_key(room), Recording)
 
+    async def active_count(self, rooms: list[RoomId]) -> int:
+        """How many of `rooms` are being recorded (one read)."""
+        found = await self._state.get_many([_key(r) for r in rooms], Recording)
+        return sum(1 for rec in found if rec is not None)
+
     async def _save(self, rec: Recording) -> None:
         await self._state.transact([], lambda tx: tx.put(_key(rec.room), rec))
 
@@ -89,10 +94,31 @@ class RecordingEdge:
 
     async def _requested(self, session: Session, me: Participant) -> Ack:
         """`recording:start`, or `media:request {kind: "record"}`, which is the same."""
-        room = me.room
         if not session.identity.grants.record:
             raise Forbidden("recording needs grant record")
-        rec = Recording(new_recording_id(), room, session.user, time.time())
+        return await self._begin(session, me, by=session.user)
+
+    async def start_for(self, room: RoomId, by: str) -> Ack:
+        """An operator starts recording (the admin API): a participant of the room stands
+        in as the job's requester, as when a recording moves to another worker."""
+        found = await self._edge.rooms.room(room)
+        for requester in found.participants.values() if found is not None else ():
+            session = await self._edge.sessions.get(requester.session)
+            if session is not None:
+                return await self._begin(session, requester, by=by)
+        raise NotFound(f"no room {room!r} with participants to record")
+
+    async def stop_for(self, room: RoomId, by: str) -> Ack:
+        rec = await self.active(room)
+        if rec is None:
+            raise NotFound(f"room {room!r} is not being recorded")
+        seq = await self._end(rec, by=by, reason="stopped")
+        self._edge.audit.record("recording_stop", user=by, room=room, recording=rec.id)
+        return ok(seq=seq, recording=rec.id)
+
+    async def _begin(self, session: Session, me: Participant, by: str) -> Ack:
+        room = me.room
+        rec = Recording(new_recording_id(), room, UserId(by), time.time())
 
         def claim(tx: Tx) -> None:
             if tx.get(_key(room), Recording) is not None:
@@ -107,11 +133,9 @@ class RecordingEdge:
             raise
         await self._save(rec)
         seq = await self._announce(rec, rec.wire())
-        log.info("recording %s of %s started by %s on worker %s", rec.id, room, me.user,
-                 rec.worker)
-        self._edge.audit.record("recording_start", user=me.user, room=room, recording=rec.id)
-        self._edge.observers.emit(Seen.RECORDING_STARTED, room=room, recording=rec.id,
-                                  by=me.user)
+        log.info("recording %s of %s started by %s on worker %s", rec.id, room, by, rec.worker)
+        self._edge.audit.record("recording_start", user=by, room=room, recording=rec.id)
+        self._edge.observers.emit(Seen.RECORDING_STARTED, room=room, recording=rec.id, by=by)
         return ok(seq=seq, **rec.wire())
 
     async def _give_to_worker(self, rec: Recording, session: Session,
@@ -131,13 +155,7 @@ class RecordingEdge:
         await self._edge.rooms.member(session.id, room)
         if not session.identity.grants.record:
             raise Forbidden("recording needs grant record")
-        rec = await self.active(room)
-        if rec is None:
-            raise NotFound(f"room {room!r} is not being recorded")
-        seq = await self._end(rec, by=session.user, reason="stopped")
-        self._edge.audit.record("recording_stop", user=session.user, room=room,
-                                recording=rec.id)
-        return ok(seq=seq, recording=rec.id)
+        return await self.stop_for(room, by=session.user)
 
     async def _end(self, rec: Recording, *, by: str | None, reason: str,
                    error: dict[str, str] | None = None) -> int:

@@ -23,7 +23,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -125,6 +125,23 @@ class RedisStore(Store):
         async with self._call():
             raw: Any = await self._redis.smembers(self._prefix + key)
         return {m.decode() for m in raw}
+
+    async def append(self, lists: Mapping[str, list[str]], keep: int, ttl: float) -> None:
+        if not lists:
+            return
+        async with self._call():
+            pipe = self._redis.pipeline(transaction=False)
+            for key, items in lists.items():
+                full = self._prefix + key
+                pipe.rpush(full, *items)
+                pipe.ltrim(full, -keep, -1)
+                pipe.expire(full, max(1, round(ttl)))
+            await pipe.execute()
+
+    async def items(self, key: str) -> list[str]:
+        async with self._call():
+            raw: Any = await self._redis.lrange(self._prefix + key, 0, -1)
+        return [item.decode() for item in raw]
 
     async def events(self, room: RoomId, after: int) -> list[RoomEvent] | None:
         async with self._call():

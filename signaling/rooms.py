@@ -124,6 +124,10 @@ class Left:
     finished: bool
 
 
+# The names of all rooms (for operators: the admin API lists them).
+ROOMS = "rooms"
+
+
 def _room_key(room: RoomId) -> str:
     return "room:" + room
 
@@ -169,6 +173,7 @@ class RoomService:
             started = room is None
             if room is None:
                 room = Room(room_id)
+                tx.add(ROOMS, room_id)
             elif not hidden and len(room.participants) >= self._max:
                 raise RoomFull(f"room {room_id!r} has {self._max} participants")
             me = Participant(id=pid, user=who.user, name=name or who.name, room=room_id,
@@ -215,6 +220,7 @@ class RoomService:
                 tx.put(_room_key(room_id), room)
                 return Left(me, event, finished=False)
             tx.delete(_room_key(room_id))
+            tx.discard(ROOMS, room_id)
             tx.drop_log(room_id)
             return Left(me, event, finished=True)
 
@@ -309,6 +315,12 @@ class RoomService:
 
     async def room(self, room_id: RoomId) -> Room | None:
         return await self._store.get(_room_key(room_id), Room)
+
+    async def many(self, names: list[RoomId]) -> list[Room | None]:
+        return await self._store.get_many([_room_key(r) for r in names], Room)
+
+    async def names(self) -> list[RoomId]:
+        return sorted(RoomId(r) for r in await self._store.members(ROOMS))
 
     @staticmethod
     def _room_in(tx: Tx, room_id: RoomId) -> Room:

@@ -15,7 +15,7 @@ in seq order, by the same commit that assigned their seq.
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, Self, TypeVar
 
@@ -127,6 +127,15 @@ class Store(abc.ABC):
     async def events(self, room: RoomId, after: int) -> list[RoomEvent] | None:
         """The room's logged events with seq > `after`, oldest first; None when the log no
         longer reaches back that far."""
+
+    @abc.abstractmethod
+    async def append(self, lists: Mapping[str, list[str]], keep: int, ttl: float) -> None:
+        """Append to capped lists outside any transaction (timelines): each keeps its last
+        `keep` items and is forgotten `ttl` seconds after its last append."""
+
+    @abc.abstractmethod
+    async def items(self, key: str) -> list[str]:
+        """A capped list's items, oldest first ([] when there is none)."""
 
     @abc.abstractmethod
     def on_event(self, listener: EventListener) -> None:

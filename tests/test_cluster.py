@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 import socketio
 
@@ -215,3 +216,34 @@ async def test_a_request_retried_on_another_node_acts_once(cluster: Cluster) -> 
         assert len(updates) == 4 and updates[0] == ack["seq"] and updates[-1] == third["seq"]
     finally:
         await second.disconnect()
+
+
+async def test_an_operator_on_one_node_sees_and_kicks_across_nodes(cluster: Cluster) -> None:
+    a, b = await cluster(2)
+    ann, bob = await a.client("ann"), await b.client("bob")
+    ann_log, bob_log = EventLog(ann), EventLog(bob)
+    joined = await ann.join("lobby")
+    bobs = await bob.join("lobby")
+    await bob.signal("lobby", joined.self_id, description=OFFER)
+    await ann_log.wait_for(SignalReceived)
+    headers = {"Authorization": f"Bearer {a.token('ops', admin=True)}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        # Asked on node a: the room, and a timeline with what node b saw (bob's signal).
+        async with http.get(a.url + "/api/admin/rooms/lobby") as resp:
+            assert [p["user"] for p in (await resp.json())["participants"]] == ["ann", "bob"]
+        events: list[dict[str, Any]] = []
+        async with asyncio.timeout(5):  # other nodes write theirs a few times a second
+            while len(events) < 4:
+                async with http.get(a.url + "/api/admin/rooms/lobby/timeline") as resp:
+                    events = (await resp.json())["events"]
+        assert [(e["event"], e.get("kind")) for e in events] == [
+            ("room.started", None), ("participant.joined", None), ("participant.joined", None),
+            ("signal", "offer")]
+        # Kicked through node a, bob on node b is told and stops following the room.
+        async with http.delete(a.url + f"/api/admin/rooms/lobby/participants/{bobs.self_id}"):
+            pass
+    left = await bob_log.wait_for(ParticipantLeft, lambda e: e.id == bobs.self_id)
+    assert left.reason == "kicked"
+    seq = await ann.update("lobby", hand=True)
+    await asyncio.sleep(0.2)
+    assert not [e for e in bob_log.of(ParticipantUpdated) if e.seq == seq]

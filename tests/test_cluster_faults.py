@@ -38,6 +38,7 @@ from .test_cluster import OFFER, assert_every_seq_once
 
 FAST = {"MIKOTO_RTC_NODE_HEARTBEAT": "0.2", "MIKOTO_RTC_NODE_TIMEOUT": "1",
         "MIKOTO_RTC_RESUME_GRACE": "3", "MIKOTO_RTC_MEDIA_WORKERS": "0",
+        "MIKOTO_RTC_READY_NEEDS_WORKER": "false",
         "MIKOTO_RTC_CALL_RING_TIMEOUT": "60",
         # A polling client closing waits out its pending long-poll (ping interval+timeout).
         "MIKOTO_RTC_PING_INTERVAL": "1", "MIKOTO_RTC_PING_TIMEOUT": "2"}

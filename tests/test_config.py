@@ -33,6 +33,10 @@ def test_cli_overrides_win_but_none_does_not() -> None:
     {"MIKOTO_RTC_ENV": "staging"},
     {"MIKOTO_RTC_ROOM_MAX_PARTICIPANTS": "1"},
     {"MIKOTO_RTC_TURN_URLS": "turn:127.0.0.1:3478"},  # TURN without its secret
+    {"MIKOTO_RTC_WEBHOOK_URL": "https://x.example/hooks"},  # webhooks without their secret
+    {"MIKOTO_RTC_WEBHOOK_URL": "ftp://x.example/hooks", "MIKOTO_RTC_WEBHOOK_SECRET": "s"},
+    {"MIKOTO_RTC_WEBHOOK_BACKOFF": "10", "MIKOTO_RTC_WEBHOOK_BACKOFF_MAX": "5"},
+    {"MIKOTO_RTC_WEBHOOK_ATTEMPTS": "0"},
 ])
 def test_invalid_values_are_refused_at_load(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
@@ -53,6 +57,12 @@ def test_production_refuses_dev_and_weak_secrets(secret: str) -> None:
 def test_production_refuses_a_dev_turn_secret() -> None:
     with pytest.raises(ConfigError, match="TURN_SECRET"):
         Config(env=Env.PRODUCTION, secret=STRONG, turn_urls=("turn:x",), turn_secret="dev-turn")
+
+
+def test_production_refuses_a_dev_webhook_secret() -> None:
+    with pytest.raises(ConfigError, match="WEBHOOK_SECRET"):
+        Config(env=Env.PRODUCTION, secret=STRONG, webhook_url="https://x.example/hooks",
+               webhook_secret="dev-only-webhook-secret")
 
 
 def test_dev_mode_generates_an_ephemeral_marked_secret() -> None:

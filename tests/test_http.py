@@ -78,11 +78,17 @@ async def test_unbuilt_web_client_says_how_to_build(make_node: Any, tmp_path: Pa
     assert status == 503 and "npm" in text
 
 
-async def test_readyz_is_ready_until_the_node_drains(node: Node) -> None:
+async def test_readyz_needs_a_media_worker_and_is_ready_until_the_node_drains(
+        node: Node) -> None:
     async with ClientSession() as http:
         async with http.get(node.url + "/readyz") as resp:
             assert (resp.status, await resp.json()) == (
-                200, {"ok": True, "store": True, "draining": False})
+                503, {"ok": False, "store": True, "draining": False, "workers": 0})
+        worker = await node.client("worker", service=True)
+        await worker.request("worker:register", {"capacity": 10, "kinds": ["echo"]})
+        async with http.get(node.url + "/readyz") as resp:
+            assert (resp.status, await resp.json()) == (
+                200, {"ok": True, "store": True, "draining": False, "workers": 1})
         await node.client("ann")  # someone to wait for, so the drain takes a while
         drain = asyncio.ensure_future(node.server.app[EDGE].drain())
         try:
@@ -95,6 +101,12 @@ async def test_readyz_is_ready_until_the_node_drains(node: Node) -> None:
                     await asyncio.sleep(0.02)
         finally:
             drain.cancel()
+
+
+async def test_readyz_without_a_worker_when_told_so(make_node: Any) -> None:
+    node = await make_node(ready_needs_worker=False)
+    async with ClientSession() as http, http.get(node.url + "/readyz") as resp:
+        assert resp.status == 200 and (await resp.json())["workers"] == 0
 
 
 async def test_the_api_refuses_browsers_of_other_origins(make_node: Any) -> None:

@@ -221,6 +221,24 @@ export interface MediaReleaseRequest {
  */
 export type RoomMode = 'mesh' | 'forward';
 
+/** `room:data`: an operator's data message to the room (a room event; the admin API). */
+export interface RoomDataEvent {
+  room: RoomName;
+  seq: number;
+  data: unknown;
+  /** The operator's user id. */
+  by: string;
+  topic?: string;
+}
+
+/** `mute:request`: an operator asks us to mute (the admin API); the app decides. */
+export interface MuteRequestEvent {
+  room: RoomName;
+  audio: boolean;
+  video: boolean;
+  by: string;
+}
+
 /** The `room:mode` room event. */
 export type RoomModeEvent =
   | {
@@ -326,7 +344,8 @@ export interface ParticipantJoinedEvent {
   polite: boolean;
 }
 
-export type LeaveReason = 'leave' | 'disconnect' | 'timeout';
+/** `kicked` and `closed`: an operator removed the participant (the admin API). */
+export type LeaveReason = 'leave' | 'disconnect' | 'timeout' | 'kicked' | 'closed';
 
 export interface ParticipantLeftEvent {
   room: RoomName;
@@ -579,6 +598,7 @@ export interface RoomEventMap {
   'participant:updated': ParticipantUpdatedEvent;
   'recording:state': RecordingStateEvent;
   'room:mode': RoomModeEvent;
+  'room:data': RoomDataEvent;
 }
 export type RoomEventName = keyof RoomEventMap;
 export const ROOM_EVENT_NAMES: readonly RoomEventName[] = [
@@ -587,6 +607,7 @@ export const ROOM_EVENT_NAMES: readonly RoomEventName[] = [
   'participant:updated',
   'recording:state',
   'room:mode',
+  'room:data',
 ];
 
 export interface ServerEvents extends RoomEventMap {
@@ -595,6 +616,7 @@ export interface ServerEvents extends RoomEventMap {
   'server:draining': DrainingEvent;
   'auth:expiring': AuthExpiringEvent;
   'auth:expired': AuthExpiredEvent;
+  'mute:request': MuteRequestEvent;
   'call:incoming': CallIncomingEvent;
   'call:state': CallStateEvent;
   'file:state': FileStateEvent;
@@ -608,6 +630,8 @@ export const SERVER_EVENT_NAMES: readonly ServerEventName[] = [
   'participant:updated',
   'recording:state',
   'room:mode',
+  'room:data',
+  'mute:request',
   'signal',
   'session',
   'server:draining',

@@ -1,0 +1,102 @@
+"""Call timelines: what happened in each room and call, for debugging calls that failed
+without a word (who joined, which offers, answers and candidates went where, how big,
+which requests were refused, who left and why) — never what a description or a
+candidate said.
+
+A watcher of the edge's observations. Entries are buffered and appended to the store
+in batches a few times a second, off the relay path; each room's and call's timeline
+keeps its last `keep` entries and is forgotten `age` seconds after its last one. A
+timeline is best effort: entries that cannot be written (the store is down) are
+dropped, with a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from .errors import RtcError
+from .ids import CallId, RoomId
+from .observe import Observation, Seen
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 0.25
+MAX_PENDING = 10_000
+_SKIPPED = frozenset({Seen.CONNECTED, Seen.CONNECT_REFUSED, Seen.DISCONNECTED})
+
+
+def room_key(room: RoomId) -> str:
+    return "timeline:room:" + room
+
+
+def call_key(call: CallId) -> str:
+    return "timeline:call:" + call
+
+
+class Timelines:
+    def __init__(self, store: Store, keep: int, age: float) -> None:
+        self._store = store
+        self._keep = keep
+        self._age = age
+        self._pending: dict[str, list[str]] = {}
+        self._count = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def watch(self, seen: Observation) -> None:
+        if seen.kind in _SKIPPED:
+            return
+        data = seen.data
+        room, call = data.get("room"), data.get("call")
+        if room is None and call is None:
+            return
+        if self._count >= MAX_PENDING:
+            return  # the store is behind or down: the newest are dropped, not the node
+        entry = json.dumps({"at": int(seen.at * 1000), "event": seen.kind.value,
+                            **{k: v for k, v in data.items()
+                               if v is not None and k not in ("room", "call")}},
+                           separators=(",", ":"))
+        for key in (room_key(room) if room else None, call_key(call) if call else None):
+            if key is not None:
+                self._pending.setdefault(key, []).append(entry)
+                self._count += 1
+        self._wake.set()
+
+    async def read(self, key: str) -> list[dict[str, Any]]:
+        await self._flush()  # what this node saw so far is in
+        entries = [json.loads(item) for item in await self._store.items(key)]
+        # Nodes append in batches: put theirs in the order things happened.
+        return sorted(entries, key=lambda e: int(e["at"]))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(RtcError):
+            await self._flush()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._flush()
+            await asyncio.sleep(FLUSH_INTERVAL)
+
+    async def _flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending, self._count = self._pending, {}, 0
+        try:
+            await self._store.append(batch, self._keep, self._age)
+        except RtcError as exc:
+            log.warning("dropped %d timeline entries: %s",
+                        sum(map(len, batch.values())), exc.message)
