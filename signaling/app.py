@@ -19,6 +19,7 @@ from .filerelay import FileRelay
 from .forward_edge import ForwardEdge
 from .heartbeat import NODE, Heartbeat
 from .http import CONFIG, add_routes, origin_guard
+from .logs import request_ids
 from .media_edge import MediaEdge
 from .memstore import MemoryStore
 from .metrics import NodeMetrics
@@ -60,7 +61,7 @@ def create_app(config: Config) -> web.Application:
     """Build a signaling node. A dev config without a secret gets an ephemeral one here."""
     config = config.with_runtime_secret()
     assert config.secret is not None
-    app = web.Application(middlewares=[origin_guard(config)])
+    app = web.Application(middlewares=[request_ids, origin_guard(config)])
     node = "N" + secrets.token_hex(6)
     store: Store
     manager: RedisManager | None = None

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from . import logs
 from .app import create_app
 from .auth import Grants, issue_token
 from .config import Config, Env
@@ -125,6 +126,7 @@ async def _supervise(config: Config) -> None:
         # The secret goes through the environment, not argv (any local user reads argv).
         env = {**os.environ, "MIKOTO_RTC_SECRET": secret, "MIKOTO_RTC_PROCESSES": "1",
                "MIKOTO_RTC_ENV": config.env.value, "MIKOTO_RTC_LOG_LEVEL": config.log_level,
+               "MIKOTO_RTC_LOG_FORMAT": config.log_format,
                # One set of media workers serves every process (through Redis).
                "MIKOTO_RTC_MEDIA_WORKERS": str(config.media_workers if index == 0 else 0)}
         return [sys.executable, "-m", "signaling", "serve", "--host", config.host,
@@ -153,9 +155,7 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 
 
 def _logging(config: Config) -> None:
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(config.log_level, config.log_format)
 
 
 def _media_worker(args: argparse.Namespace) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from .clientaddr import parse_networks
 from .errors import ConfigError
+from .logs import FORMATS
 from .ratelimit import Rate
 
 PREFIX = "MIKOTO_RTC_"
@@ -36,6 +37,9 @@ class Config:
     # None in dev mode means "generate an ephemeral one at start-up".
     secret: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
+    # "text", or "json": one object per line (ts, level, logger, context, msg, exc), for
+    # log pipelines. Either way each line names its connection (c:<sid>) or request (r:<id>).
+    log_format: str = "text"
     web_dir: Path = DEFAULT_WEB_DIR
     cors_origins: tuple[str, ...] = ()
     room_max_participants: int = 50
@@ -156,6 +160,8 @@ class Config:
                 parse_networks(getattr(self, name))
             except ValueError as exc:
                 raise ConfigError(f"{name}: {exc}") from None
+        if self.log_format not in FORMATS:
+            raise ConfigError(f"log_format must be one of {', '.join(FORMATS)}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port out of range: {self.port}")
         if self.room_max_participants < 2:

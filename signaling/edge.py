@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 
 import socketio
 
+from . import logs
 from .audit import Audit
 from .auth import Identity, verify_token
 from .calls import CallService, Notice
@@ -43,7 +44,7 @@ from .errors import (
 from .fanout import Fanout
 from .files import FileService, Transfer, TransferState
 from .ice import ice_servers
-from .ids import ConnectionId, ParticipantId, RoomId, SessionId
+from .ids import CallId, ConnectionId, ParticipantId, RoomId, SessionId
 from .observe import Observers, Seen
 from .protocol import (
     ClientEvent,
@@ -267,6 +268,7 @@ class SignalingEdge:
     # -- connect, resume, disconnect -----------------------------------------------------
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
+        logs.connection(sid)
         conn = ConnectionId(sid)
         address = client_address(environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"),
                                  self._proxies)
@@ -352,6 +354,7 @@ class SignalingEdge:
             await self._sio.disconnect(conn)
 
     async def _disconnect(self, sid: str, reason: object = None) -> None:
+        logs.connection(sid)
         conn = ConnectionId(sid)
         self._forget(sid)
         self._fanout.detach_all(conn)
@@ -456,6 +459,7 @@ class SignalingEdge:
         counts = self.stats.events_in
         async def handle(sid: str, *args: Any) -> Ack:
             counts[event] = counts.get(event, 0) + 1
+            logs.connection(sid)
             try:
                 session = self.sessions.attached(ConnectionId(sid))
                 if session is None:  # an event racing its own disconnect
@@ -530,6 +534,7 @@ class SignalingEdge:
     async def _unknown(self, event: str, sid: str, *args: Any) -> Ack:
         counts = self.stats.events_in
         counts["unknown"] = counts.get("unknown", 0) + 1
+        logs.connection(sid)
         try:
             self._limit(sid, "")  # counts as "other": a flood of nonsense is one too
         except RateLimited as exc:
@@ -742,7 +747,8 @@ class SignalingEdge:
         return ok(state=notices[0].payload["state"]) if notices else ok()
 
     async def _deliver(self, notices: list[Notice]) -> None:
-        self._observe_calls(notices)
+        if self.observers.watched:
+            await self._observe_calls(notices)
         for notice in notices:
             targets: dict[SessionId, ConnectionId | None] = {}
             for device in notice.devices:
@@ -755,18 +761,25 @@ class SignalingEdge:
                 if conn is not None:
                     await self._emit(conn, notice.event, notice.payload)
 
-    def _observe_calls(self, notices: list[Notice]) -> None:
+    async def _observe_calls(self, notices: list[Notice]) -> None:
         seen = set()
         for notice in notices:
             state = notice.payload.get("state")
             if notice.event is not ServerEvent.CALL_STATE or state == "answered_elsewhere":
                 continue  # what a call's other devices are told, not a change of the call
             key = (notice.payload.get("callId"), state, notice.payload.get("by"))
-            if key not in seen:
-                seen.add(key)
-                self.observers.emit(Seen.CALL_STATE, call=key[0], state=state,
-                                    **{k: notice.payload[k] for k in ("by", "reason")
-                                       if k in notice.payload})
+            if key in seen:
+                continue
+            seen.add(key)
+            # Who called whom, where, and whether the call is over (the platform writes
+            # call history from this); calls are rare next to signals, so one read each.
+            call = await self.calls.get(CallId(str(key[0])))
+            about = {} if call is None else {
+                "room": call.room, "caller": call.caller, "callees": list(call.callees),
+                "media": dict(call.media), "final": call.final}
+            self.observers.emit(Seen.CALL_STATE, call=key[0], state=state, **about,
+                                **{k: notice.payload[k] for k in ("by", "reason")
+                                   if k in notice.payload})
 
     # -- files ------------------------------------------------------------------------
 

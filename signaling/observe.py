@@ -58,6 +58,11 @@ class Observers:
     def subscribe(self, watcher: Watcher) -> None:
         self._watchers.append(watcher)
 
+    @property
+    def watched(self) -> bool:
+        """Whether anyone watches (to skip reads made only to tell them)."""
+        return bool(self._watchers)
+
     def emit(self, kind: Seen, /, **data: Any) -> None:
         if not self._watchers:
             return

@@ -58,8 +58,7 @@ class Timelines:
         if self._count >= MAX_PENDING:
             return  # the store is behind or down: the newest are dropped, not the node
         entry = json.dumps({"at": int(seen.at * 1000), "event": seen.kind.value,
-                            **{k: v for k, v in data.items()
-                               if v is not None and k not in ("room", "call")}},
+                            **{k: v for k, v in data.items() if v is not None}},
                            separators=(",", ":"))
         for key in (room_key(room) if room else None, call_key(call) if call else None):
             if key is not None:

@@ -97,7 +97,8 @@ def embedded_workers(config: Config) -> Callable[[web.Application], AsyncIterato
         def spawn(index: int) -> tuple[list[str], dict[str, str]]:
             env = {**os.environ, "MIKOTO_RTC_WORKER_URL": url, "MIKOTO_RTC_SECRET": secret,
                    "MIKOTO_RTC_WORKER_CAPACITY": str(config.worker_capacity),
-                   "MIKOTO_RTC_LOG_LEVEL": config.log_level}
+                   "MIKOTO_RTC_LOG_LEVEL": config.log_level,
+                   "MIKOTO_RTC_LOG_FORMAT": config.log_format}
             return [sys.executable, "-m", "signaling", "media-worker",
                     "--parent", str(os.getpid())], env
 

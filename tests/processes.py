@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from .helpers import free_port, wait_port
 
@@ -52,15 +53,19 @@ class Served:
 
 
 @contextmanager
-def serving(**env: str) -> Iterator[Served]:
-    """`mikoto-rtc serve` on a free port, stopped with SIGTERM (killed if it hangs)."""
+def serving(log: Path | None = None, **env: str) -> Iterator[Served]:
+    """`mikoto-rtc serve` on a free port, stopped with SIGTERM (killed if it hangs); its
+    log (standard error) goes to `log` when given."""
     port = free_port()
+    out = log.open("wb") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "signaling", "serve", "--port", str(port)],
         env=cli_env(MIKOTO_RTC_SECRET=SECRET, MIKOTO_RTC_SHUTDOWN_TIMEOUT="2",
                     MIKOTO_RTC_DRAIN_TIMEOUT="2", **env),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=out,
     )
+    if log is not None:
+        out.close()  # type: ignore[union-attr]  # the child has its own copy
     try:
         wait_port("127.0.0.1", port)
         yield Served(port, proc)

@@ -84,7 +84,8 @@ async def test_redis_restart_mid_call_loses_and_repeats_nothing(
         own_redis: RedisServer, make_node: NodeFactory) -> None:
     # (own_redis first: it is set up first and so torn down after the nodes)
     prefix = redis_prefix()
-    a, b = [await make_node(redis_url=own_redis.url, redis_prefix=prefix) for _ in range(2)]
+    a, b = [await make_node(redis_url=own_redis.url, redis_prefix=prefix,
+                            ready_needs_worker=False) for _ in range(2)]
     ann, bob = await a.client("ann"), await b.client("bob")
     ann_log, bob_log = EventLog(ann), EventLog(bob)
     joined = {ann: await ann.join("lobby")}

@@ -140,10 +140,14 @@ async def test_a_call_is_reported_in_order_signed_with_unique_ids(
     assert [(p["user"], p.get("reason")) for p in people] == [
         ("ann", None), ("bob", None), ("ann", "leave"), ("bob", "leave")]
     assert people[1]["participant"] == people[3]["participant"] == joined.self_id
-    assert all(e["data"]["room"] == "standup" for e in events if e["type"] != "call.state")
+    assert all(e["data"]["room"] == "standup" for e in events)
     calls = [e["data"] for e in events if e["type"] == "call.state"]
-    assert [(c["call"], c.get("by")) for c in calls] == [
-        (call_id, None), (call_id, "bob"), (call_id, "ann")]
+    assert [(c["call"], c.get("by"), c["final"]) for c in calls] == [
+        (call_id, None, False), (call_id, "bob", False), (call_id, "ann", True)]
+    # Enough to write call history from: who called whom, with what.
+    assert all((c["caller"], c["callees"], c["media"]) == ("ann", ["bob"],
+                                                           {"audio": True, "video": True})
+               for c in calls)
     ids = [h.headers["X-Mikoto-Id"] for h in hits]
     assert ids == [e["id"] for e in events] and len(set(ids)) == len(ids)
     assert len({e["node"] for e in events}) == 1
