@@ -102,6 +102,7 @@ def create_app(config: Config) -> web.Application:
     recordings.add_routes(app)
     timelines = app[TIMELINES] = Timelines(store, config.timeline_size, config.timeline_age)
     edge.observers.subscribe(timelines.watch)
+    edge.observers.subscribe_signals(timelines.signal)
     AdminApi(config, edge, recordings, timelines).add_routes(app)
     NodeMetrics(config, edge, workers, recordings, lambda: store.healthy).add_routes(app)
     app.router.add_get("/api/openapi.json", openapi_json)

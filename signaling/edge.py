@@ -42,6 +42,7 @@ from .errors import (
     Unavailable,
 )
 from .fanout import Fanout
+from .fastjson import event_text
 from .files import FileService, Transfer, TransferState
 from .ice import ice_servers
 from .ids import CallId, ConnectionId, ParticipantId, RoomId, SessionId
@@ -227,9 +228,7 @@ class SignalingEdge:
         """A Socket.IO event packet, encoded once for every connection it goes to."""
         out = self.stats.events_out
         out[event] = out.get(event, 0) + 1
-        packet = self._sio.packet_class(socketio.packet.EVENT, namespace="/",
-                                        data=[event.value, payload])
-        return Message(packet.encode())
+        return Message(event_text(event.value, payload))
 
     def _send_packet(self, conn: ConnectionId, packet: Message) -> None:
         """Queue an encoded packet for one of this node's connections."""
@@ -459,7 +458,6 @@ class SignalingEdge:
         counts = self.stats.events_in
         async def handle(sid: str, *args: Any) -> Ack:
             counts[event] = counts.get(event, 0) + 1
-            logs.connection(sid)
             try:
                 session = self.sessions.attached(ConnectionId(sid))
                 if session is None:  # an event racing its own disconnect
@@ -645,8 +643,7 @@ class SignalingEdge:
         payload = {"room": req.room, "from": sender.id, **body}
         await self._send_to_participant(target.session, payload)
         self.stats.relay.observe(time.perf_counter() - started)
-        self.observers.emit(Seen.SIGNAL, room=req.room, sender=sender.id, to=target.id,
-                            **_signal_kind(body))
+        self.observers.signal(req.room, sender.id, target.id, body)
         return ok()
 
     async def _send_to_participant(self, session_id: SessionId, payload: Ack) -> None:
@@ -927,18 +924,3 @@ def _last_seq(value: object) -> dict[str, int]:
         raise BadRequest("lastSeq must be an object of room -> seq")
     return value
 
-
-def _signal_kind(body: dict[str, Any]) -> dict[str, Any]:
-    """What a relayed signal was, for a timeline: its kind and size, never its content."""
-    pc = {"pc": body["pc"]} if "pc" in body else {}
-    if "description" in body:
-        description = body["description"]
-        return {"kind": description["type"], "bytes": len(description["sdp"]), **pc}
-    if "candidate" in body:
-        candidate = body["candidate"]
-        if candidate is None:
-            return {"kind": "end-of-candidates", **pc}
-        fields = candidate["candidate"].split()
-        typ = fields[fields.index("typ") + 1] if "typ" in fields[:-1] else None
-        return {"kind": "candidate", "type": typ, "bytes": len(candidate["candidate"]), **pc}
-    return {"kind": "restart", **pc}

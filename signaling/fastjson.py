@@ -33,6 +33,17 @@ class FastJson:
             return json.loads(data)
 
 
+def event_text(name: str, payload: Any) -> str:
+    """`Packet(EVENT, namespace="/", data=[name, payload]).encode()`, without building the
+    Packet (a relayed message's event; tests/test_transport.py holds them equal)."""
+    return "2" + FastJson.dumps([name, payload])
+
+
+def ack_text(id: int, data: list[Any]) -> str:
+    """`Packet(ACK, namespace="/", id=id, data=data).encode()`, likewise."""
+    return "3" + str(id) + FastJson.dumps(data)
+
+
 # An event or ack in the default namespace, with or without an id: what clients send.
 _PLAIN = re.compile(r"([23])(\d{0,99})\[")
 

@@ -29,7 +29,6 @@ class Seen(StrEnum):
     RECORDING_STARTED = "recording.started"
     RECORDING_FINISHED = "recording.finished"  # (webhook)
     FILE_DONE = "file.done"  # (webhook) a file transfer completed
-    SIGNAL = "signal"  # a description, candidate or restart relayed (kind and size only)
     REFUSED = "refused"  # a request refused with an error code
     CONNECTED = "connected"  # a connection opened a session or resumed one
     CONNECT_REFUSED = "connect.refused"
@@ -49,11 +48,16 @@ class Observation:
 
 
 Watcher = Callable[[Observation], None]
+# (room, sender, to, body): a relayed signal's normalized body, never to be kept or logged.
+SignalWatcher = Callable[[str, str, str, dict[str, Any]], None]
 
 
 class Observers:
     def __init__(self) -> None:
         self._watchers: list[Watcher] = []
+        self._signal_watchers: list[SignalWatcher] = []
+        # Called with every relayed signal: `(room, sender, to, body)`.
+        self.signal: SignalWatcher = _nobody
 
     def subscribe(self, watcher: Watcher) -> None:
         self._watchers.append(watcher)
@@ -62,6 +66,22 @@ class Observers:
     def watched(self) -> bool:
         """Whether anyone watches (to skip reads made only to tell them)."""
         return bool(self._watchers)
+
+    def subscribe_signals(self, watcher: SignalWatcher) -> None:
+        """Signals are most of what a node relays: they get a lean channel of their own
+        (no observation built, and a single watcher is called directly), for watchers
+        that count rather than record each, and never raise."""
+        self._signal_watchers.append(watcher)
+        watchers = list(self._signal_watchers)
+        if len(watchers) == 1:
+            self.signal = watcher
+            return
+
+        def each(room: str, sender: str, to: str, body: dict[str, Any]) -> None:
+            for one in watchers:
+                one(room, sender, to, body)
+
+        self.signal = each
 
     def emit(self, kind: Seen, /, **data: Any) -> None:
         if not self._watchers:
@@ -72,3 +92,7 @@ class Observers:
                 watcher(seen)
             except Exception:
                 log.exception("watcher %r failed on %s", watcher, kind)
+
+
+def _nobody(room: str, sender: str, to: str, body: dict[str, Any]) -> None:
+    return None

@@ -156,8 +156,8 @@ class UpdateRequest:
 def _object(data: object, fields: frozenset[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("payload must be an object")
-    unknown = data.keys() - fields
-    if unknown:
+    if not data.keys() <= fields:
+        unknown = data.keys() - fields
         raise BadRequest(f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
     return data
 
@@ -240,7 +240,9 @@ def _description(value: object, max_sdp_bytes: int) -> dict[str, str]:
         raise BadRequest(f"description.sdp exceeds {max_sdp_bytes} bytes")
     if kind != "rollback" and not sdp:
         raise BadRequest("description.sdp is required")
-    if sdp.count("\n") > MAX_SDP_LINES:
+    # Counting lines is a scan: only a description longer than the cap in characters
+    # can have more lines than it.
+    if len(sdp) > MAX_SDP_LINES and sdp.count("\n") > MAX_SDP_LINES:
         raise BadRequest(f"description.sdp has more than {MAX_SDP_LINES} lines")
     return {"type": kind, "sdp": sdp}
 

@@ -19,6 +19,7 @@ import engineio
 import socketio
 
 from .eiosocket import EngineSocket
+from .fastjson import ack_text
 from .packetqueue import PacketQueue
 from .transport import Message
 
@@ -132,6 +133,9 @@ class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
             return
         result = await self.handlers[namespace][data[0]](sid, *data[1:])
         if id is not None:
-            await self._send_packet(eio_sid, self.packet_class(
-                socketio.packet.ACK, namespace=namespace, id=id,
-                data=[] if result is None else [result]))
+            if namespace == "/":
+                self.post(eio_sid, Message(ack_text(id, [] if result is None else [result])))
+            else:
+                await self._send_packet(eio_sid, self.packet_class(
+                    socketio.packet.ACK, namespace=namespace, id=id,
+                    data=[] if result is None else [result]))

@@ -4,7 +4,10 @@ which requests were refused, who left and why) — never what a description or a
 candidate said.
 
 A watcher of the edge's observations. Entries are buffered and appended to the store
-in batches a few times a second, off the relay path; each room's and call's timeline
+in batches a few times a second, off the relay path. Signals are counted, not written
+one by one (a call trickles dozens of candidates, and a node relays tens of thousands
+of signals a second): one entry per sender, target, kind (and candidate type) and
+batch, with its `count`, total `bytes` and the `at` of the first. each room's and call's timeline
 keeps its last `keep` entries and is forgotten `age` seconds after its last one. A
 timeline is best effort: entries that cannot be written (the store is down) are
 dropped, with a log line.
@@ -16,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import Any
 
 from .errors import RtcError
@@ -44,6 +48,8 @@ class Timelines:
         self._keep = keep
         self._age = age
         self._pending: dict[str, list[str]] = {}
+        # (room, sender, to, kind, candidate type, pc) -> [first at, count, bytes]
+        self._signals: dict[tuple[str, str, str, str, str | None, str | None], list[Any]] = {}
         self._count = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -65,6 +71,29 @@ class Timelines:
                 self._pending.setdefault(key, []).append(entry)
                 self._count += 1
         self._wake.set()
+
+    def signal(self, room: str, sender: str, to: str, body: dict[str, Any]) -> None:
+        typ: str | None = None
+        if "description" in body:
+            description = body["description"]
+            kind, size = description["type"], len(description["sdp"])
+        elif "candidate" in body:
+            candidate = body["candidate"]
+            if candidate is None:
+                kind, size = "end-of-candidates", 0
+            else:
+                text = candidate["candidate"]
+                kind, size, typ = "candidate", len(text), _candidate_type(text)
+        else:
+            kind, size = "restart", 0
+        key = (room, sender, to, kind, typ, body.get("pc"))
+        counted = self._signals.get(key)
+        if counted is None:
+            self._signals[key] = [time.time(), 1, size]
+            self._wake.set()
+        else:
+            counted[1] += 1
+            counted[2] += size
 
     async def read(self, key: str) -> list[dict[str, Any]]:
         await self._flush()  # what this node saw so far is in
@@ -91,6 +120,16 @@ class Timelines:
             await asyncio.sleep(FLUSH_INTERVAL)
 
     async def _flush(self) -> None:
+        signals, self._signals = self._signals, {}
+        for (room, sender, to, kind, typ, pc), (at, count, size) in signals.items():
+            entry = {"at": int(at * 1000), "event": "signal", "room": room, "sender": sender,
+                     "to": to, "kind": kind, "count": count, "bytes": size}
+            if typ is not None:
+                entry["type"] = typ
+            if pc is not None:
+                entry["pc"] = pc
+            self._pending.setdefault(room_key(RoomId(room)), []).append(
+                json.dumps(entry, separators=(",", ":")))
         if not self._pending:
             return
         batch, self._pending, self._count = self._pending, {}, 0
@@ -99,3 +138,12 @@ class Timelines:
         except RtcError as exc:
             log.warning("dropped %d timeline entries: %s",
                         sum(map(len, batch.values())), exc.message)
+
+
+def _candidate_type(candidate: str) -> str | None:
+    """`host`, `srflx`, `prflx` or `relay`, from `candidate:... typ <type> ...`."""
+    at = candidate.find(" typ ")
+    if at < 0:
+        return None
+    end = candidate.find(" ", at + 5)
+    return candidate[at + 5:end if end >= 0 else None] or None

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 import socketio
 
-from signaling.fastjson import FastJson
+from signaling.fastjson import FastJson, TextPacket, ack_text, event_text
 
 from .conftest import Node, NodeFactory
 
@@ -167,3 +167,15 @@ def test_our_packet_decoder_reads_what_python_socketios_reads(encoded: str) -> N
         return p.packet_type, p.namespace, p.id, p.data, p.attachment_count
 
     assert read(TextPacket) == read(socketio.packet.Packet)
+
+
+@pytest.mark.parametrize("payload", [
+    {"room": "r", "from": "P1", "description": {"type": "offer", "sdp": "v=0\r\n"}},
+    {"n": 2**70, "u": "é\u2028\"", "l": [1.5, None, True]}, "text", 7, None, [],
+])
+def test_event_and_ack_texts_are_what_python_socketio_encodes(payload: Any) -> None:
+    assert event_text("signal", payload) == TextPacket(
+        socketio.packet.EVENT, namespace="/", data=["signal", payload]).encode()
+    for data in ([payload], []):
+        assert ack_text(42, data) == TextPacket(
+            socketio.packet.ACK, namespace="/", id=42, data=data).encode()
