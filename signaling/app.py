@@ -104,7 +104,8 @@ def create_app(config: Config) -> web.Application:
     edge.observers.subscribe(timelines.watch)
     edge.observers.subscribe_signals(timelines.signal)
     AdminApi(config, edge, recordings, timelines).add_routes(app)
-    NodeMetrics(config, edge, workers, recordings, lambda: store.healthy).add_routes(app)
+    NodeMetrics(config, edge, workers, recordings, webhooks,
+                lambda: store.healthy).add_routes(app)
     app.router.add_get("/api/openapi.json", openapi_json)
     relay = app[RELAY] = FileRelay(config.file_dir, config.file_relay_max_bytes,
                                    config.file_ttl, config.secret, edge.files, edge.file_changed)

@@ -32,6 +32,7 @@ from .edge import SignalingEdge
 from .errors import RtcError
 from .observe import Observation, Seen
 from .recording_edge import RecordingEdge
+from .webhooks import Webhooks
 from .workers import Worker, WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -52,11 +53,13 @@ class _Cluster:
 
 class NodeMetrics(Collector):
     def __init__(self, config: Config, edge: SignalingEdge, workers: WorkerRegistry,
-                 recordings: RecordingEdge, store_up: Callable[[], bool]) -> None:
+                 recordings: RecordingEdge, webhooks: Webhooks,
+                 store_up: Callable[[], bool]) -> None:
         self._config = config
         self._edge = edge
         self._workers = workers
         self._recordings = recordings
+        self._webhooks = webhooks
         self._store_up = store_up
         self._allow = parse_networks(config.metrics_allow)
         self._proxies = parse_networks(config.trusted_proxies)
@@ -161,6 +164,15 @@ class NodeMetrics(Collector):
                             (Seen.RECORDING_FINISHED, "Recordings finished")]:
             yield CounterMetricFamily("mikoto_" + kind.value.replace(".", "_"), help_,
                                       value=seen[kind.value, ""])
+        hooks = CounterMetricFamily(
+            "mikoto_webhooks", "Webhook and push deliveries, by outcome (failed: refused, or "
+            "out of attempts; dropped: pushed out of a full queue or unsent at shutdown)",
+            labels=["hook", "outcome"])
+        for hook, sender in (("events", self._webhooks.events), ("push", self._webhooks.push)):
+            if sender is not None:
+                for outcome in ("delivered", "failed", "dropped"):
+                    hooks.add_metric([hook, outcome], getattr(sender, outcome))
+        yield hooks
         load = GaugeMetricFamily("mikoto_worker_load", "Media worker load (tracks)",
                                  labels=["worker"])
         capacity = GaugeMetricFamily("mikoto_worker_capacity", "Media worker capacity",

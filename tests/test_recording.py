@@ -267,3 +267,29 @@ async def test_an_echo_test_in_a_recorded_room_leaves_the_recording_alone(
     assert alice.upstream is not None and alice.upstream.connection_state == "connected"
     before = alice_video_packets()
     await eventually(lambda: alice_video_packets() > before + 15, timeout=10)
+
+
+async def test_an_operator_records_a_room_through_the_admin_api(
+        node: Node, worker: MediaWorker, join: JoinPeer) -> None:
+    ann = await join("ann")  # nobody in the room may record: the operator does
+    await join("bob")
+    ann_log = EventLog(ann._client)
+    base = f"{node.url}/api/admin/rooms/{ROOM}/recording"
+    ops = {"Authorization": "Bearer " + node.token("ops", admin=True)}
+    async with aiohttp.ClientSession(headers=ops) as http:
+        async with http.post(base) as resp:
+            assert resp.status == 200, await resp.text()
+            state = await resp.json()
+        assert state["active"] is True and state["by"] == "ops"
+        started = await ann_log.wait_for(RecordingState)
+        assert started.active and started.recording == state["recording"]
+        await eventually(lambda: len(catalog(node.config.recordings_dir)["tracks"]) == 4,
+                         timeout=20)
+        async with http.post(base) as resp:
+            assert resp.status == 409  # recorded already
+        async with http.delete(base) as resp:
+            assert resp.status == 200 and (await resp.json())["recording"] == state["recording"]
+        ended = await ann_log.wait_for(RecordingState, lambda e: not e.active)
+        assert (ended.by, ended.reason) == ("ops", "stopped")
+        async with http.get(f"{node.url}/api/recordings") as resp:  # admins list them too
+            assert [r["id"] for r in (await resp.json())["recordings"]] == [state["recording"]]

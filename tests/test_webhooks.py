@@ -20,6 +20,7 @@ from signaling.webhooks import RetryPolicy, WebhookSender
 
 from .conftest import NodeFactory
 from .helpers import free_port
+from .test_metrics import scrape, value
 
 SECRET = "webhook-secret-0123456789-0123456789"
 CANDIDATE = {"candidate": "candidate:1 1 udp 2122260223 192.0.2.1 5000 typ host",
@@ -206,6 +207,9 @@ async def test_a_refused_event_is_not_retried_and_the_next_goes_on(
     webhooks = node.server.app[WEBHOOKS].events
     assert webhooks is not None and (webhooks.delivered, webhooks.failed) == (1, 1)
     assert hits[0].headers["X-Mikoto-Id"] != hits[1].headers["X-Mikoto-Id"]
+    scraped = await scrape(node)
+    assert [value(scraped, "mikoto_webhooks_total", hook="events", outcome=outcome)
+            for outcome in ("delivered", "failed", "dropped")] == [1, 1, 0]
 
 
 async def test_a_receiver_that_comes_up_late_still_gets_the_events(
