@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from media.peer import HeadlessPeer
@@ -49,6 +50,23 @@ async def test_mute_toggle_shows_on_the_other_tile(node: Node) -> None:
         await ann.click("#toggle-audio")
         await bob.wait_for_selector(f"{tile}[data-audio='false']", timeout=10_000)
         await bob.wait_for_selector(f"{tile}[data-video='true']")
+
+
+async def test_an_operators_mute_request_mutes_the_page(node: Node) -> None:
+    async with chromium() as browser:
+        ann = await open_demo(browser, node.url, room="muted", name="Ann")
+        bob = await open_demo(browser, node.url, room="muted", name="Bob")
+        ann_id = await ann.evaluate("() => window.mikotoDemo.selfId")
+        tile = f".tile[data-participant-id='{ann_id}']"
+        await bob.wait_for_selector(f"{tile}[data-audio='true']")
+        headers = {"Authorization": "Bearer " + node.token("ops", admin=True)}
+        async with aiohttp.ClientSession(headers=headers) as http, http.post(
+                f"{node.url}/api/admin/rooms/muted/participants/{ann_id}/mute",
+                json={"audio": True}) as resp:
+            assert (resp.status, (await resp.json())["delivered"]) == (200, True)
+        await bob.wait_for_selector(f"{tile}[data-audio='false']", timeout=10_000)
+        await ann.wait_for_selector("#toggle-audio[aria-pressed='false']", timeout=10_000)
+        await bob.wait_for_selector(f"{tile}[data-video='true']")  # only what was asked
 
 
 @pytest.mark.media

@@ -6,6 +6,7 @@ import {
   type Call,
   type CallStateEvent,
   type ConnectionState,
+  type MuteRequestEvent,
   type ParticipantState,
   type RemoteParticipant,
   type RoomMode,
@@ -368,6 +369,16 @@ export class DemoApp {
     this.syncControls();
   }
 
+  /** An operator asked us to mute (the admin API): the demo complies, as most apps would. */
+  private async muteRequested(request: MuteRequestEvent): Promise<void> {
+    this.log('mute:request', request);
+    const room = this.room;
+    if (!room || room.name !== request.room) return;
+    if (request.audio) await room.setAudioEnabled(false).catch((e: unknown) => this.showError(e));
+    if (request.video) await room.setVideoEnabled(false).catch((e: unknown) => this.showError(e));
+    this.syncControls();
+  }
+
   async toggleVideo(): Promise<void> {
     const room = this.room;
     if (!room) return;
@@ -436,6 +447,7 @@ export class DemoApp {
     client.on('server:draining', (e) => this.log('server:draining', e));
     client.on('auth:expiring', (e) => this.log('auth:expiring', e));
     client.on('auth:expired', (e) => this.log('auth:expired', e));
+    client.on('mute:request', (e) => void this.muteRequested(e));
     client.on('rtt', ({ rtt }) => this.showRtt(rtt));
     const calls = client.calls;
     calls.on('call:incoming', ({ call }) => {
