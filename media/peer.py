@@ -110,6 +110,8 @@ class HeadlessPeer:
         self._router: asyncio.Task[None] | None = None
         self._in_room = False
         self._closing = False
+        # Why the node removed us from the room (`kicked`, `closed`, `timeout`), if it did.
+        self.removed: str | None = None
         self._close_task: asyncio.Task[None] | None = None
         # Peer-to-peer file transfers (media.files), over data channels of the links.
         self.files = FileTransfers(client, self, accept=accept_files, directory=file_dir)
@@ -315,6 +317,13 @@ class HeadlessPeer:
             # It will offer to us (it is the joiner); we only note our role.
             self._roster.add(event.participant.id)
             self._later_joiners[event.participant.id] = event.polite
+        elif (isinstance(event, ParticipantLeft) and self._joined is not None
+              and event.id == self._joined.self_id):
+            # The node removed us (an operator's kick, a closed room): our calls are over.
+            log.info("removed from %s (%s)", self._joined.room, event.reason)
+            self._in_room = False
+            self.removed = event.reason
+            await self._close_links()
         elif isinstance(event, ParticipantLeft):
             self._roster.discard(event.id)
             if self.forwarded is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,28 @@ async def test_an_operators_mute_request_mutes_the_page(node: Node) -> None:
         await bob.wait_for_selector(f"{tile}[data-audio='false']", timeout=10_000)
         await ann.wait_for_selector("#toggle-audio[aria-pressed='false']", timeout=10_000)
         await bob.wait_for_selector(f"{tile}[data-video='true']")  # only what was asked
+
+
+async def test_a_kicked_page_leaves_and_does_not_rejoin(node: Node) -> None:
+    async with chromium() as browser:
+        ann = await open_demo(browser, node.url, room="kick", name="Ann")
+        bob = await open_demo(browser, node.url, room="kick", name="Bob")
+        ann_id = await ann.evaluate("() => window.mikotoDemo.selfId")
+        await bob.wait_for_selector(f".tile[data-participant-id='{ann_id}']")
+        headers = {"Authorization": "Bearer " + node.token("ops", admin=True)}
+        async with aiohttp.ClientSession(headers=headers) as http:
+            async with http.delete(
+                    f"{node.url}/api/admin/rooms/kick/participants/{ann_id}") as resp:
+                assert resp.status == 200
+            await ann.wait_for_function(
+                "() => !window.mikotoDemo.room || window.mikotoDemo.room.state === 'left'",
+                timeout=10_000)
+            await bob.wait_for_selector(f".tile[data-participant-id='{ann_id}']",
+                                        state="detached", timeout=10_000)
+            await asyncio.sleep(1.5)  # longer than a rejoin takes
+            async with http.get(f"{node.url}/api/admin/rooms/kick") as resp:
+                assert [p["user"] for p in (await resp.json())["participants"]] == [
+                    await bob.evaluate("() => window.mikotoDemo.userId")]
 
 
 @pytest.mark.media

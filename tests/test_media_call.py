@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
@@ -111,6 +112,25 @@ async def test_a_leaving_peer_has_its_connection_closed_on_the_other_side(
     assert link.closed and link.connection_state == "closed"
     assert ann.stats() == {}
     assert not any(sink.running for sink in link.sinks)
+
+
+@pytest.mark.media
+async def test_a_kicked_peer_closes_its_calls_on_both_sides(join_peer: JoinPeer,
+                                                           node: Node) -> None:
+    ann = await join_peer("ann")
+    bob = await join_peer("bob")
+    await ann.wait_for_media(participants=[bob.id], timeout=MEDIA_TIMEOUT, **FRAMES)
+    links = ann.links[bob.id], bob.links[ann.id]
+    headers = {"Authorization": "Bearer " + node.token("ops", admin=True)}
+    async with aiohttp.ClientSession(headers=headers) as http, http.delete(
+            f"{node.url}/api/admin/rooms/call/participants/{bob.id}") as resp:
+        assert resp.status == 200
+    await eventually(lambda: bob.removed == "kicked" and bob.links == {})
+    await eventually(lambda: bob.id not in ann.links)
+    assert all(link.closed for link in links)
+    await bob.close()  # still clean: it is out of the room already
+    await ann.close()
+    assert media_tasks() == []
 
 
 @pytest.mark.media

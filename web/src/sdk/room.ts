@@ -680,9 +680,12 @@ export class Room extends Emitter<RoomEvents> {
 
   private onLeft({ id, reason }: ParticipantLeftEvent): void {
     if (id === this._self?.id) {
-      // The server removed us (e.g. `timeout`): we are no longer in the room.
+      // The server removed us (e.g. `timeout`): we are no longer in the room. An
+      // operator's removal (`kicked`, `closed`) is final: no rejoining by ourselves.
       this.logger.warn(`removed from ${this._name ?? ''} (${reason})`);
-      this.startOver(new RtcError('not_found', `removed from the room (${reason})`));
+      const byOperator = reason === 'kicked' || reason === 'closed';
+      if (byOperator) this.joinRequest = null;
+      this.startOver(new RtcError(byOperator ? 'forbidden' : 'not_found', `removed from the room (${reason})`));
       return;
     }
     this.departed.add(id);
