@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document of the node's REST API, served at /api/openapi.json.
 
 Written out here rather than generated, so it reads as the contract it is;
-tests/test_admin.py checks that it names every /api route the node serves, and no other.
+tests/test_admin.py checks that it names every /api route the node serves (and health and
+metrics), and no other.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ _ANY: dict[str, Any] = {}  # any JSON value
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
-    "info": {"title": "mikoto-rtc REST API", "version": "1",
+    "info": {"title": "mikoto-rtc HTTP API", "version": "1",
              "description": "Admin API (tokens with grant admin; their rooms grant bounds "
                             "what they see), recordings and the file relay. See docs/admin.md."},
     "components": {
@@ -143,6 +144,18 @@ DOCUMENT: dict[str, Any] = {
             _ok("the token", token={"type": "string"}), errors=(400,), auth=False)},
         "/api/openapi.json": {"get": _op("This document", {"description": "OpenAPI 3.1"},
                                          errors=(), auth=False)},
+        "/healthz": {"get": _op("The process serves", _ok("alive"), errors=(), auth=False)},
+        "/readyz": {"get": _op(
+            "Ready for new clients: store up, not draining, a media worker registered "
+            "(unless MIKOTO_RTC_READY_NEEDS_WORKER=false)",
+            _ok("ready", store={"type": "boolean"}, draining={"type": "boolean"},
+                workers={"type": "integer"}), errors=(503,), auth=False)},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics (docs/admin.md); may need a bearer token or an "
+                       "allowed address",
+            "responses": {"200": {"description": "Prometheus text format",
+                                  "content": {"text/plain": {}}},
+                          "403": {"description": "not open to this caller"}}}},
     },
 }
 

@@ -222,7 +222,8 @@ def _served(node: Node) -> set[tuple[str, str]]:
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
         path = info.get("path") or info.get("formatter") or ""
-        if path.startswith("/api/") and route.method not in ("HEAD", "OPTIONS"):
+        operated = path.startswith("/api/") or path in ("/healthz", "/readyz", "/metrics")
+        if operated and route.method not in ("HEAD", "OPTIONS"):
             routes.add((route.method.lower(), path))
     return routes
 
