@@ -32,6 +32,7 @@ from .caps import UserCaps
 from .clientaddr import client_address, parse_networks
 from .coalesce import Coalescer
 from .config import Config
+from .deadlines import Deadlines
 from .errors import (
     BadRequest,
     ErrorCode,
@@ -110,12 +111,8 @@ class _Connection:
 
     address: str
     limiter: ConnectionLimiter
-    timers: tuple[asyncio.TimerHandle, ...] = ()  # the token's expiring and expired
-
-    def stop_timers(self) -> None:
-        for timer in self.timers:
-            timer.cancel()
-        self.timers = ()
+    # Which of the connection's tokens its deadlines are for (a refresh starts the next).
+    token: int = 0
 
 
 class SignalingEdge:
@@ -149,6 +146,8 @@ class SignalingEdge:
         self._limits = limits_of(config)
         self._proxies = parse_networks(config.trusted_proxies)
         self._conns: dict[str, _Connection] = {}  # this node's, by connection id
+        self._token_deadlines: Deadlines[tuple[str, int, float, bool]] = Deadlines(
+            self._token_deadline)
         self._connects = AddressLimiter(self._limits.connect, time.monotonic)
         self._failures = AddressLimiter(self._limits.failures, time.monotonic)
         self.audit = Audit(config.audit_log)
@@ -492,9 +491,7 @@ class SignalingEdge:
             return error(ErrorCode.INTERNAL, "internal error")
 
     def _forget(self, sid: str) -> None:
-        state = self._conns.pop(sid, None)
-        if state is not None:
-            state.stop_timers()
+        self._conns.pop(sid, None)
 
     def _limit(self, sid: str, event: str) -> None:
         state = self._conns.get(sid)
@@ -675,16 +672,22 @@ class SignalingEdge:
         state = self._conns.get(sid)
         if state is None:  # gone while its connect was being handled
             return
-        state.stop_timers()
-        loop = asyncio.get_running_loop()
+        state.token += 1
         left = who.expires_at - time.time()
-        notice = max(0.0, left - self._config.auth_expiry_notice)
-        state.timers = (loop.call_later(notice, self._token_expiring, sid, who.expires_at),
-                        loop.call_later(max(0.0, left), self._token_expired, sid))
+        self._token_deadlines.add(left - self._config.auth_expiry_notice,
+                                  (sid, state.token, who.expires_at, False))
+        self._token_deadlines.add(left, (sid, state.token, who.expires_at, True))
 
-    def _token_expiring(self, sid: str, expires_at: float) -> None:
-        self._emit_local(ConnectionId(sid), ServerEvent.AUTH_EXPIRING,
-                         {"expiresAt": int(expires_at * 1000)})
+    def _token_deadline(self, due: tuple[str, int, float, bool]) -> None:
+        sid, token, expires_at, expired = due
+        state = self._conns.get(sid)
+        if state is None or state.token != token:
+            return  # gone, or refreshed since
+        if expired:
+            self._token_expired(sid)
+        else:
+            self._emit_local(ConnectionId(sid), ServerEvent.AUTH_EXPIRING,
+                             {"expiresAt": int(expires_at * 1000)})
 
     def _token_expired(self, sid: str) -> None:
         self.audit.record("token_expired", **self._who(sid))
@@ -897,6 +900,7 @@ class SignalingEdge:
             await self._sio.disconnect(conn)
 
     async def aclose(self) -> None:
+        self._token_deadlines.close()
         self.audit.close()
         self._file_states.close()
         for task in list(self._tasks):
