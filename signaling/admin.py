@@ -20,6 +20,7 @@ from .auth import Grants, Identity, issue_token
 from .config import Config
 from .edge import SignalingEdge
 from .errors import BadRequest, Forbidden, NotFound, RtcError
+from .front import route
 from .httputil import error_response, identity
 from .ids import CallId, ParticipantId, RoomId
 from .protocol import MAX_NAME_LEN, ROOM_RE, LeaveReason, ServerEvent
@@ -47,18 +48,20 @@ class AdminApi:
         self._timelines = timelines
 
     def add_routes(self, app: web.Application) -> None:
-        r = app.router
-        r.add_get("/api/admin/rooms", self._route(self._rooms))
-        r.add_get("/api/admin/rooms/{room}", self._route(self._room))
-        r.add_delete("/api/admin/rooms/{room}", self._route(self._close))
-        r.add_delete("/api/admin/rooms/{room}/participants/{id}", self._route(self._kick))
-        r.add_post("/api/admin/rooms/{room}/participants/{id}/mute", self._route(self._mute))
-        r.add_post("/api/admin/rooms/{room}/data", self._route(self._data))
-        r.add_post("/api/admin/rooms/{room}/recording", self._route(self._record))
-        r.add_delete("/api/admin/rooms/{room}/recording", self._route(self._stop_recording))
-        r.add_get("/api/admin/rooms/{room}/timeline", self._route(self._room_timeline))
-        r.add_get("/api/admin/calls/{id}/timeline", self._route(self._call_timeline))
-        r.add_post("/api/admin/tokens", self._route(self._mint))
+        def add(method: str, path: str, handler: Handler) -> None:
+            route(app, method, "/api/admin" + path, self._route(handler))
+
+        add("GET", "/rooms", self._rooms)
+        add("GET", "/rooms/{room}", self._room)
+        add("DELETE", "/rooms/{room}", self._close)
+        add("DELETE", "/rooms/{room}/participants/{id}", self._kick)
+        add("POST", "/rooms/{room}/participants/{id}/mute", self._mute)
+        add("POST", "/rooms/{room}/data", self._data)
+        add("POST", "/rooms/{room}/recording", self._record)
+        add("DELETE", "/rooms/{room}/recording", self._stop_recording)
+        add("GET", "/rooms/{room}/timeline", self._room_timeline)
+        add("GET", "/calls/{id}/timeline", self._call_timeline)
+        add("POST", "/tokens", self._mint)
 
     def _route(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def route(request: web.Request) -> web.Response:

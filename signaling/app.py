@@ -17,9 +17,9 @@ from .errors import RtcError
 from .fastjson import TextPacket
 from .filerelay import FileRelay
 from .forward_edge import ForwardEdge
+from .front import Front, route
 from .heartbeat import NODE, Heartbeat
-from .http import CONFIG, add_routes, origin_guard
-from .logs import request_ids
+from .http import CONFIG, add_routes
 from .media_edge import MediaEdge
 from .memstore import MemoryStore
 from .metrics import NodeMetrics
@@ -61,7 +61,8 @@ def create_app(config: Config) -> web.Application:
     """Build a signaling node. A dev config without a secret gets an ephemeral one here."""
     config = config.with_runtime_secret()
     assert config.secret is not None
-    app = web.Application(middlewares=[request_ids, origin_guard(config)])
+    app = web.Application()
+    Front(config).install(app)
     node = "N" + secrets.token_hex(6)
     store: Store
     manager: RedisManager | None = None
@@ -106,12 +107,12 @@ def create_app(config: Config) -> web.Application:
     AdminApi(config, edge, recordings, timelines).add_routes(app)
     NodeMetrics(config, edge, workers, recordings, webhooks,
                 lambda: store.healthy).add_routes(app)
-    app.router.add_get("/api/openapi.json", openapi_json)
+    route(app, "GET", "/api/openapi.json", openapi_json)
     relay = app[RELAY] = FileRelay(config.file_dir, config.file_relay_max_bytes,
                                    config.file_ttl, config.secret, edge.files, edge.file_changed)
     relay.add_routes(app)
     add_routes(app, config)
-    app.router.add_get("/readyz", _readyz)
+    route(app, "GET", "/readyz", _readyz)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_drain)
     return app

@@ -457,6 +457,7 @@ class SignalingEdge:
         counts = self.stats.events_in
         async def handle(sid: str, *args: Any) -> Ack:
             counts[event] = counts.get(event, 0) + 1
+            logs.connection(sid)  # python-socketio runs most events in tasks of their own
             try:
                 session = self.sessions.attached(ConnectionId(sid))
                 if session is None:  # an event racing its own disconnect
@@ -883,7 +884,7 @@ class SignalingEdge:
     # -- lifecycle ----------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coro)
+        task = asyncio.create_task(coro, name=logs.current())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -901,6 +902,7 @@ class SignalingEdge:
 
     async def aclose(self) -> None:
         self._token_deadlines.close()
+        self._sio.eio.pings.close()
         self.audit.close()
         self._file_states.close()
         for task in list(self._tasks):

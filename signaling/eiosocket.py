@@ -98,18 +98,14 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
             self._ws = None  # no writer after this one
             await ws.close()
 
-    _ping: asyncio.TimerHandle | None = None
-
     def schedule_ping(self) -> None:
         # engine.io starts a task that sleeps until the next ping, for every client: about
-        # a kilobyte each while idle. A timer does the same.
+        # a kilobyte each while idle. A deadline on the server's one timer does the same.
         if self.last_ping:
             self.last_ping = None
-            self._ping = asyncio.get_running_loop().call_later(
-                self.server.ping_interval, self._send_ping_now)
+            self.server.pings.add(self.server.ping_interval, self)
 
-    def _send_ping_now(self) -> None:
-        self._ping = None
+    def send_ping_now(self) -> None:
         if not self.closing and not self.closed:
             self.last_ping = time.time()
             self.release()
@@ -141,9 +137,6 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         self._put(pkt)
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
-        if self._ping is not None:
-            self._ping.cancel()
-            self._ping = None
         await super().close(wait=False, abort=abort, reason=reason)
         if self.upgraded:
             self._put(None)  # the writer sends what is queued, then closes the WebSocket

@@ -18,6 +18,7 @@ from aiohttp import web
 from .auth import Identity
 from .errors import Conflict, ErrorCode, Forbidden, NotFound, RtcError
 from .files import FileService, Transfer, TransferState
+from .front import route
 from .httputil import ascii_filename, error_response, error_status, identity
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,8 @@ class FileRelay:
         self._uploading: set[str] = set()
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_put("/api/files/{id}", self.upload)
-        app.router.add_get("/api/files/{id}", self.download)
+        route(app, "PUT", "/api/files/{id}", self.upload)
+        route(app, "GET", "/api/files/{id}", self.download)
         app.cleanup_ctx.append(self._lifecycle)
 
     async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:

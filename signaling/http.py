@@ -7,13 +7,13 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from .auth import issue_token, room_grants
 from .config import Config
 from .errors import BadRequest
+from .front import route
 from .protocol import MAX_NAME_LEN, ROOM_RE
 
 log = logging.getLogger(__name__)
@@ -71,43 +71,10 @@ def _bad(message: str) -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def origin_guard(config: Config) -> Any:
-    """Refuse /api requests a browser makes from another origin, unless it is one of
-    MIKOTO_RTC_CORS_ORIGINS (which also get CORS headers and preflight answers).
-    Requests without an Origin (other servers, the SDKs outside browsers) pass."""
-    allowed = set(config.cors_origins)
-
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
-        if origin is None or not request.path.startswith("/api/"):
-            return await handler(request)
-        same = origin == f"{request.scheme}://{request.host}"
-        listed = "*" in allowed or origin in allowed
-        if not (same or listed):
-            log.info("refused %s %s from origin %.100s", request.method, request.path, origin)
-            return web.json_response(
-                {"ok": False, "error": {"code": "forbidden", "message": "origin not allowed"}},
-                status=403)
-        if request.method == "OPTIONS" and listed:
-            response: web.StreamResponse = web.Response(status=204, headers={
-                "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE",
-                "Access-Control-Allow-Headers": "Authorization, Content-Type",
-                "Access-Control-Max-Age": "600"})
-        else:
-            response = await handler(request)
-        if listed:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Vary"] = "Origin"
-        return response
-
-    return guard
-
-
 def add_routes(app: web.Application, config: Config) -> None:
-    app.router.add_get("/healthz", healthz)
+    route(app, "GET", "/healthz", healthz)
     if config.dev:
-        app.router.add_post("/api/dev/token", dev_token)
+        route(app, "POST", "/api/dev/token", dev_token)
     _add_web_client(app, config.web_dir)
 
 

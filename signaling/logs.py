@@ -1,32 +1,41 @@
 """Log lines as text or JSON (`MIKOTO_RTC_LOG_FORMAT`), each naming what it is about:
 the Socket.IO connection (`c:<sid>`) or HTTP request (`r:<id>`) whose handling wrote it.
 
-The id lives in a context variable: set when a connection's event or a request is
-handled, and inherited by the tasks that handling starts, so a line logged anywhere
-below carries it without being passed along.
+A request's id lives in a context variable, inherited by the tasks its handling
+starts. A connection's is the name of the task handling its events (and of the tasks
+the edge starts for it): a context variable set in a connection's long-lived task
+would cost each idle connection a copy of its context (about 400 bytes).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import re
-import secrets
 import sys
-from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-
-from aiohttp import web
 
 CONTEXT: ContextVar[str | None] = ContextVar("mikoto_log_context", default=None)
 FORMATS = ("text", "json")
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _TEXT = "%(asctime)s %(levelname)s %(name)s [%(context)s]: %(message)s"
+
+
+def current() -> str | None:
+    """What the running code is about: `c:<sid>`, `r:<id>`, or None."""
+    context = CONTEXT.get()
+    if context is not None:
+        return context
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no event loop in this thread
+        return None
+    name = task.get_name() if task is not None else ""
+    return name if name.startswith("c:") else None
 
 
 class _Context(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.context = CONTEXT.get() or "-"
+        record.context = current() or "-"
         return True
 
 
@@ -53,19 +62,6 @@ def configure(level: str, fmt: str) -> None:
 
 def connection(sid: str) -> None:
     """What the current task logs is about connection `sid` from now on."""
-    CONTEXT.set("c:" + sid)
-
-
-@web.middleware
-async def request_ids(request: web.Request,
-                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                      ) -> web.StreamResponse:
-    """Each request gets an id (the caller's `X-Request-Id` when it is sane, so a
-    backend can follow its own request here), logged with its lines and echoed back."""
-    offered = request.headers.get("X-Request-Id", "")
-    rid = offered if _REQUEST_ID.fullmatch(offered) else secrets.token_hex(8)
-    CONTEXT.set("r:" + rid)
-    response = await handler(request)
-    if not response.prepared:
-        response.headers["X-Request-Id"] = rid
-    return response
+    task = asyncio.current_task()
+    if task is not None:
+        task.set_name("c:" + sid)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
@@ -31,9 +31,9 @@ class MemoryStore(Store):
         self._expiry: dict[str, float] = {}
         self._sets: dict[str, set[str]] = {}
         # capped lists (timelines): key -> (forgotten at, items)
-        self._lists: dict[str, tuple[float, deque[str]]] = {}
+        self._lists: dict[str, tuple[float, list[str]]] = {}
         # room -> its recent events, each with the time it was recorded
-        self._logs: dict[RoomId, deque[tuple[float, RoomEvent]]] = {}
+        self._logs: dict[RoomId, list[tuple[float, RoomEvent]]] = {}
         self._listeners: list[EventListener] = []
         self._handlers: dict[str, TimerHandler] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -70,8 +70,10 @@ class MemoryStore(Store):
         now = self._clock()
         for key, items in lists.items():
             entry = self._lists.get(key)
-            kept = entry[1] if entry is not None and entry[0] > now else deque(maxlen=keep)
+            kept = entry[1] if entry is not None and entry[0] > now else []
             kept.extend(items)
+            if len(kept) > keep:
+                del kept[:-keep]
             self._lists[key] = (now + ttl, kept)
         for key in [k for k, (until, _) in self._lists.items() if until <= now]:
             del self._lists[key]
@@ -84,14 +86,15 @@ class MemoryStore(Store):
         entries = self._logs.get(room)
         if entries is not None:
             self._trim(entries)
+            entries = entries[-self._log_size:]  # the log keeps this many (trimmed lazily)
         if not entries or entries[0][1].seq > after + 1:
             return None
         return [e for _, e in entries if e.seq > after]
 
-    def _trim(self, entries: deque[tuple[float, RoomEvent]]) -> None:
+    def _trim(self, entries: list[tuple[float, RoomEvent]]) -> None:
         horizon = self._clock() - self._log_age
-        while entries and entries[0][0] < horizon:
-            entries.popleft()
+        if entries and entries[0][0] < horizon:
+            del entries[:bisect_left(entries, horizon, key=lambda e: e[0])]
 
     def on_event(self, listener: EventListener) -> None:
         self._listeners.append(listener)
@@ -152,8 +155,12 @@ class MemoryStore(Store):
     def _record(self, event: RoomEvent) -> None:
         entries = self._logs.get(event.room)
         if entries is None:
-            entries = self._logs[event.room] = deque(maxlen=self._log_size)
+            # Lists, not deques: a deque allocates a 600-byte block at once, for each
+            # room, and most rooms log a handful of events.
+            entries = self._logs[event.room] = []
         entries.append((self._clock(), event))
+        if len(entries) > 2 * self._log_size:  # trimmed in batches: amortized O(1)
+            del entries[:-self._log_size]
 
     def _drop_log(self, room: RoomId) -> None:
         self._logs.pop(room, None)

@@ -30,6 +30,7 @@ from .clientaddr import client_address, parse_networks, within
 from .config import Config
 from .edge import SignalingEdge
 from .errors import RtcError
+from .front import route
 from .observe import Observation, Seen
 from .recording_edge import RecordingEdge
 from .webhooks import Webhooks
@@ -70,7 +71,7 @@ class NodeMetrics(Collector):
         edge.observers.subscribe(self._watch)
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_get("/metrics", self._scrape)
+        route(app, "GET", "/metrics", self._scrape)
 
     def _watch(self, seen: Observation) -> None:
         data, kind = seen.data, seen.kind

@@ -21,6 +21,7 @@ from .auth import Identity
 from .edge import Ack, SignalingEdge
 from .errors import Conflict, Forbidden, NotFound, RtcError, Unavailable
 from .forward_edge import ForwardEdge
+from .front import route
 from .httputil import ascii_filename, error_response, identity
 from .ids import RoomId, UserId
 from .media_edge import MediaEdge
@@ -220,10 +221,10 @@ class RecordingEdge:
     # -- REST ----------------------------------------------------------------------------
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_get("/api/recordings", self._list)
-        app.router.add_get("/api/recordings/{id}", self._get)
-        app.router.add_get("/api/recordings/{id}/files/{name}", self._download)
-        app.router.add_delete("/api/recordings/{id}", self._delete)
+        route(app, "GET", "/api/recordings", self._list)
+        route(app, "GET", "/api/recordings/{id}", self._get)
+        route(app, "GET", "/api/recordings/{id}/files/{name}", self._download)
+        route(app, "DELETE", "/api/recordings/{id}", self._delete)
 
     def _caller(self, request: web.Request) -> Identity:
         who = identity(request, self._secret)

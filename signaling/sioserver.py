@@ -18,6 +18,7 @@ from typing import Any
 import engineio
 import socketio
 
+from .deadlines import Deadlines
 from .eiosocket import EngineSocket
 from .fastjson import ack_text
 from .packetqueue import PacketQueue
@@ -36,6 +37,8 @@ class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._holding: list[EngineSocket] = []
+        # Every socket's next ping (a closed socket's comes due and is skipped).
+        self.pings: Deadlines[EngineSocket] = Deadlines(EngineSocket.send_ping_now)
 
     def create_queue(self, *args: Any, **kwargs: Any) -> PacketQueue:
         return PacketQueue()
