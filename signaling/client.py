@@ -389,6 +389,7 @@ class SignalingClient:
         self._state = "disconnected"
         self._online = asyncio.Event()
         self._lost = asyncio.Event()  # set while the transport is down
+        self._gave_up = asyncio.Event()  # set once reconnecting stopped for good
         self._closing = False
         self._reconnector: asyncio.Task[None] | None = None
         self._drain_delay = 0.0
@@ -427,6 +428,7 @@ class SignalingClient:
     async def connect(self) -> None:
         """Connect and authenticate; raises RequestError with the server's code when refused."""
         self._closing = False
+        self._gave_up.clear()
         await self._open(resume=False)
 
     async def close(self) -> None:
@@ -456,6 +458,10 @@ class SignalingClient:
 
     async def _open(self, *, resume: bool) -> None:
         self._refusal = None
+        if self._sio.eio.state != "disconnected":
+            # The server ended our Socket.IO session (an expired token, a rate-limit drop)
+            # and engine.io's connection lingers: python-socketio would refuse to connect.
+            await self._sio.eio.disconnect(abort=True)
         auth: dict[str, Any] = {"token": self._token() if callable(self._token) else self._token}
         if resume and self._session is not None:
             auth.update(session=self._session, resume=self._resume,
@@ -490,7 +496,7 @@ class SignalingClient:
             if not self._online.is_set():
                 if self._closing or not self._reconnect or self._state == "disconnected":
                     raise RequestError("unavailable", "not connected")
-                await self._online.wait()
+                await self._until_online()
             ack = await self._call(event, args)
             if ack is not None:
                 break
@@ -704,6 +710,23 @@ class SignalingClient:
             except Exception:
                 log.exception("subscriber failed on %s", type(event).__name__)
 
+    def _give_up(self, reason: str) -> None:
+        self._set_state("disconnected")
+        self._gave_up.set()  # requests waiting for the connection fail now
+        self._publish(Disconnected(reason=reason))
+
+    async def _until_online(self) -> None:
+        """Wait for the connection; RequestError once the client stopped reconnecting."""
+        waits = [asyncio.ensure_future(self._online.wait()),
+                 asyncio.ensure_future(self._gave_up.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if not self._online.is_set():
+            raise RequestError("unavailable", "not connected (gave up reconnecting)")
+
     def _set_state(self, state: str) -> None:
         if state != self._state:
             self._state = state
@@ -747,8 +770,11 @@ class SignalingClient:
                     delay = 0.0
                     continue
                 log.info("reconnect attempt %d failed: %s", attempt, exc)
+                if exc.code == "unauthorized" and not callable(self._token):
+                    # A fixed token that expired (or was revoked) will not get better.
+                    self._give_up(f"the token was refused: {exc.message}")
+                    return
             if self._max_attempts is not None and attempt >= self._max_attempts:
-                self._set_state("disconnected")
-                self._publish(Disconnected(reason="gave up reconnecting"))
+                self._give_up("gave up reconnecting")
                 return
             delay = random.uniform(0, min(self._max_backoff, self._backoff * 2 ** attempt))

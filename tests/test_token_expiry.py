@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 import socketio
 
 from signaling.auth import Grants, issue_token
+from signaling.client import Disconnected, RequestError, SignalingClient
 
 from .conftest import TEST_SECRET, NodeFactory
+from .helpers import EventLog, free_port
 
 
 async def _raw(url: str, token: str) -> tuple[socketio.AsyncClient, list[tuple[str, Any]]]:
@@ -77,3 +80,33 @@ async def test_the_python_sdk_refreshes_with_its_token_function(make_node: NodeF
     await asyncio.sleep(3)  # two tokens' lifetimes
     assert len(minted) >= 2
     assert (await client.request("ping", {"t": 1}))["ok"] is True
+
+
+async def test_the_python_sdk_with_a_fixed_token_stops_at_its_expiry(
+        make_node: NodeFactory) -> None:
+    node = await make_node(auth_expiry_notice=0.5)
+    token = issue_token(TEST_SECRET, "ann", grants=Grants(rooms=("*",)), ttl=2)
+    ann = await node.client("ann", token=token)
+    log = EventLog(ann)
+    await ann.join("lobby")
+    gone = await log.wait_for(Disconnected, timeout=10)
+    assert "token was refused" in gone.reason and ann.state == "disconnected"
+    # Requests fail at once instead of waiting for a connection that will not come.
+    with pytest.raises(RequestError) as refused:
+        await asyncio.wait_for(ann.update("lobby", hand=True), 2)
+    assert refused.value.code == "unavailable"
+
+
+async def test_requests_waiting_for_a_reconnect_fail_when_the_client_gives_up(
+        make_node: NodeFactory) -> None:
+    node = await make_node()
+    ann = SignalingClient(node.url, node.token("ann"), backoff=0.05, max_attempts=3)
+    node.clients.append(ann)
+    await ann.connect()
+    await ann.join("lobby")
+    ann.url = f"http://127.0.0.1:{free_port()}"  # the node is unreachable from now on
+    await ann.drop_transport()
+    waiting = asyncio.ensure_future(ann.update("lobby", hand=True))
+    with pytest.raises(RequestError) as gave_up:
+        await asyncio.wait_for(waiting, 10)
+    assert gave_up.value.code == "unavailable" and ann.state == "disconnected"
