@@ -25,6 +25,7 @@ from .httputil import error_response, identity
 from .ids import CallId, ParticipantId, RoomId
 from .protocol import MAX_NAME_LEN, ROOM_RE, LeaveReason, ServerEvent
 from .recording_edge import RecordingEdge
+from .rooms import Participant
 from .timeline import Timelines, call_key, room_key
 
 log = logging.getLogger(__name__)
@@ -96,9 +97,9 @@ class AdminApi:
             raise NotFound(f"no room {name!r}")
         recording = await self._recordings.active(name)
         return {"room": name, "seq": room.seq,
-                "participants": [_participant(p, hidden=False)
+                "participants": [_described(p, hidden=False)
                                  for p in room.participants.values()],
-                "hidden": [_participant(p, hidden=True) for p in room.hidden.values()],
+                "hidden": [_described(p, hidden=True) for p in room.hidden.values()],
                 "recording": recording.wire() if recording is not None else None}
 
     async def _close(self, request: web.Request, who: Identity) -> dict[str, Any]:
@@ -155,7 +156,7 @@ class AdminApi:
     async def _stop_recording(self, request: web.Request, who: Identity) -> dict[str, Any]:
         return await self._recordings.stop_for(_room_of(request, who), by=who.user)
 
-    async def _participant(self, name: RoomId, participant: ParticipantId) -> Any:
+    async def _participant(self, name: RoomId, participant: ParticipantId) -> Participant:
         room = await self._edge.rooms.room(name)
         target = room.participants.get(participant) if room is not None else None
         if target is None:
@@ -229,5 +230,5 @@ async def _body(request: web.Request, fields: set[str]) -> dict[str, Any]:
     return body
 
 
-def _participant(p: Any, *, hidden: bool) -> dict[str, Any]:
+def _described(p: Participant, *, hidden: bool) -> dict[str, Any]:
     return {**p.public(), "hidden": hidden, "meta": p.meta}

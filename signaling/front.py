@@ -31,9 +31,9 @@ class Front:
 
     def install(self, app: web.Application) -> None:
         app[FRONT] = self
-        app.router.add_route("OPTIONS", "/api/{tail:.*}", self._wrap(_preflight, api=True))
+        app.router.add_route("OPTIONS", "/api/{tail:.*}", self.wrap(_preflight, api=True))
 
-    def _wrap(self, handler: Handler, *, api: bool) -> Handler:
+    def wrap(self, handler: Handler, *, api: bool) -> Handler:
         async def front(request: web.Request) -> web.StreamResponse:
             offered = request.headers.get("X-Request-Id", "")
             rid = offered if _REQUEST_ID.fullmatch(offered) else secrets.token_hex(8)
@@ -64,7 +64,7 @@ FRONT = web.AppKey("front", Front)
 
 def route(app: web.Application, method: str, path: str, handler: Handler) -> None:
     """Add an HTTP route with what every route gets (see the module's docstring)."""
-    app.router.add_route(method, path, app[FRONT]._wrap(handler, api=path.startswith("/api/")))
+    app.router.add_route(method, path, app[FRONT].wrap(handler, api=path.startswith("/api/")))
 
 
 async def _preflight(request: web.Request) -> web.StreamResponse:
