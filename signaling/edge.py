@@ -908,7 +908,6 @@ class SignalingEdge:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._push.aclose()
 
 
 _NO_PAYLOAD = frozenset({ClientEvent.PING, ClientEvent.SESSION_END})

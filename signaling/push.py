@@ -16,17 +16,12 @@ class PushHook(Protocol):
     def ring(self, user: UserId, call: dict[str, Any]) -> None:
         """Tell `user`'s devices elsewhere about an incoming call; must not block."""
 
-    async def aclose(self) -> None: ...
-
 
 class LogPush:
     """The default: only a log line, for deployments without a push service."""
 
     def ring(self, user: UserId, call: dict[str, Any]) -> None:
         log.info("push (not configured): call %s for offline user %s", call.get("callId"), user)
-
-    async def aclose(self) -> None:
-        return None
 
 
 class WebhookPush:
@@ -38,6 +33,3 @@ class WebhookPush:
 
     def ring(self, user: UserId, call: dict[str, Any]) -> None:
         self._sender.send("call.incoming", {"user": user, "call": call})
-
-    async def aclose(self) -> None:
-        return None  # the app owns the sender and closes it after the edge
