@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 import socketio
 from aiohttp import web
 
-from . import transport
 from .admin import AdminApi
 from .config import Config
 from .edge import SignalingEdge
@@ -76,6 +75,7 @@ def create_app(config: Config) -> web.Application:
         store = MemoryStore(config.room_log_size, config.room_log_age)
     sio = SignalingServer(
         inline_events=INLINE_EVENTS,
+        ws_deflate=config.ws_deflate,
         async_mode="aiohttp",
         client_manager=manager,
         serializer=TextPacket,
@@ -87,7 +87,6 @@ def create_app(config: Config) -> web.Application:
     webhooks = app[WEBHOOKS] = Webhooks(config, node)
     push: PushHook = WebhookPush(webhooks.push) if webhooks.push else LogPush()
     sio.attach(app)
-    transport.configure(sio, deflate=config.ws_deflate)
     app[CONFIG] = config
     app[STORE] = store
     app[SIO] = sio

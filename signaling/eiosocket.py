@@ -1,15 +1,17 @@
-"""engine.io's per-client socket with a cheaper WebSocket loop.
+"""engine.io's per-client socket, fed by its WebSocket instead of reading it in a loop.
 
-python-engineio's WebSocket handler starts a Task and a `wait_for` timer for every
-packet it reads, keeps a writer task per client waiting with a timer, and a sleeping
-ping task: at signaling rates the first two were a fifth of what a relayed message
-cost, and together they were kilobytes per idle connection. This is the same handler
-(python-engineio 4.x's `AsyncSocket._websocket_handler`, kept in step with it) without
-them. The reader has no timeout: engine.io's service task closes a client that stops
-answering pings, and `close` then has the WebSocket closed, which ends the reader.
-Packets to an idle socket are held and written together once the input that caused
-them is read (`hold`, `release`); a writer task runs only while something must wait
-(a slow peer, compression), and sends everything queued in one write.
+python-engineio's WebSocket handler reads in a loop for the connection's life, starts
+a Task and a `wait_for` timer for every packet it reads, keeps a writer task per client
+waiting with a timer, and a sleeping ping task: at signaling rates the first two were a
+fifth of what a relayed message cost, and together they were kilobytes per idle
+connection. Here the WebSocket hands over its input as it comes (`ws_message`, from a
+task that runs only while there is input), and the packets are handled as engine.io's
+handler does (python-engineio 4.x's `AsyncSocket._websocket_handler`, kept in step with
+it), upgrades from long-polling included. There is no read timeout: engine.io's
+service task closes a client that stops answering pings. Packets to an idle socket are
+held and written together once the input that caused them is handled (`hold`,
+`release`); a writer task runs only while something must wait (a slow peer,
+compression), and sends everything queued in one write.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         if not held:
             return
         if self._idle() and self._ws.writable():
-            self._ws.write(held)
+            self._ws.write_packets(held)
         else:
             for message in held:
                 self._put(message)
@@ -88,7 +90,7 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
                 if done:
                     packets = packets[:packets.index(None)]
                 if packets:
-                    await ws.send_many(packets)
+                    await ws.send_packets(packets)
                 if done:
                     break
         except Exception:  # as engine.io's writer: a failed send ends the connection
@@ -96,7 +98,7 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         self._writing = None
         if done:
             self._ws = None  # no writer after this one
-            await ws.close()
+            await ws.aclose()
 
     def schedule_ping(self) -> None:
         # engine.io starts a task that sleeps until the next ping, for every client: about
@@ -143,81 +145,102 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         if wait:
             await self.queue.join()
 
-    async def _websocket_handler(self, ws: Any) -> None:
-        server = self.server
+    async def _upgrade_websocket(self, environ: dict[str, Any]) -> Any:
+        # engine.io's handler reads the WebSocket in a loop for the connection's life;
+        # here the WebSocket hands its input over as it comes (`ws_message`).
+        if self.upgraded:
+            raise OSError("Socket has been upgraded already")
+        return await self.server.websockets.accept(environ, self)
 
-        async def websocket_wait() -> Any:
-            data = await ws.wait()
-            if data and len(data) > server.max_http_buffer_size:
-                raise ValueError("packet is too large")
-            return data
-
-        if self.connected:
-            # An upgrade from long-polling: the probe, then the upgrade packet.
+    def ws_opened(self, ws: Any) -> None:
+        if self.connected:  # an upgrade from long-polling: the probe, then the upgrade packet
             self.upgrading = True
-            try:
-                pkt = await websocket_wait()
-            except (TimeoutError, OSError):
-                return
-            decoded = packet.Packet(encoded_packet=pkt)
-            if decoded.packet_type != packet.PING or decoded.data != "probe":
-                server.logger.info("%s: Failed websocket upgrade, no PING packet", self.sid)
-                self.upgrading = False
-                return
-            await ws.send(packet.Packet(packet.PONG, data="probe").encode())
-            await self.queue.put(packet.Packet(packet.NOOP))  # end poll
-            try:
-                pkt = await websocket_wait()
-            except (TimeoutError, OSError):
-                self.upgrading = False
-                return
-            decoded = packet.Packet(encoded_packet=pkt)
-            if decoded.packet_type != packet.UPGRADE:
-                self.upgraded = False
-                server.logger.info("%s: Failed websocket upgrade, expected UPGRADE packet, "
-                                   "received %s instead.", self.sid, pkt)
-                self.upgrading = False
-                return
-            self.upgraded = True
-            self.upgrading = False
-        else:
-            self.connected = True
-            self.upgraded = True
+            ws.state = _PROBE
+            return
+        self.connected = True
+        self.upgraded = True
+        self._open(ws)
 
+    def _open(self, ws: Any) -> None:
+        ws.state = _OPEN
         self._ws = ws
         if not self.queue.empty():  # engine.io's OPEN, or what came during an upgrade
             self._start_writer(ws)
-        server.logger.info("%s: Upgrade to websocket successful", self.sid)
-        while True:
-            try:
-                p = await websocket_wait()
-            except (Exception, asyncio.CancelledError):
-                # As engine.io does: a failed or cancelled read ends the connection,
-                # cleanly, below.
-                break
-            if p is None:  # closed by the client
-                break
-            try:
-                if type(p) is str and p.startswith("4"):  # a text message, most of them
-                    await self._message(p[1:])
-                else:
-                    await self.receive(packet.Packet(encoded_packet=p))
-                if not ws.buffered():  # the input ran dry: send what it caused
-                    server.release()
-            except exceptions.UnknownPacketError:  # pragma: no cover
-                pass
-            except exceptions.SocketIsClosedError:  # pragma: no cover
-                server.logger.info("Receive error -- socket is closed")
-                break
-            except Exception:  # pragma: no cover
-                server.logger.exception("Unknown receive error")
+        self.server.logger.info("%s: Upgrade to websocket successful", self.sid)
+
+    async def ws_message(self, ws: Any, data: str | bytes) -> None:
+        if ws.state is not _OPEN:
+            await self._upgrade_step(ws, data)
+            return
+        try:
+            if type(data) is str and data.startswith("4"):  # a text message, most of them
+                await self._message(data[1:])
+            else:
+                await self.receive(packet.Packet(encoded_packet=data))
+        except exceptions.UnknownPacketError:  # pragma: no cover
+            pass
+        except exceptions.SocketIsClosedError:  # pragma: no cover
+            self.server.logger.info("Receive error -- socket is closed")
+            await ws.aclose()
+        except Exception:  # pragma: no cover
+            self.server.logger.exception("Unknown receive error")
+
+    def ws_dry(self) -> None:
+        """The input ran dry: send what it caused."""
+        self.server.release()
+
+    async def _upgrade_step(self, ws: Any, data: str | bytes) -> None:
+        """engine.io's upgrade from long-polling (as its `_websocket_handler` does)."""
+        server = self.server
+        if ws.state is None:  # a failed upgrade: the client closes this WebSocket
+            return
+        try:
+            decoded = packet.Packet(encoded_packet=data)
+        except Exception:
+            decoded = None
+        if ws.state is _PROBE:
+            if decoded is None or decoded.packet_type != packet.PING or decoded.data != "probe":
+                server.logger.info("%s: Failed websocket upgrade, no PING packet", self.sid)
+                await self._upgrade_failed(ws)
+                return
+            await ws.send_packets([packet.Packet(packet.PONG, data="probe")])
+            await self.queue.put(packet.Packet(packet.NOOP))  # end the pending poll
+            ws.state = _UPGRADE
+            return
+        if decoded is None or decoded.packet_type != packet.UPGRADE:
+            server.logger.info("%s: Failed websocket upgrade, expected UPGRADE packet, "
+                               "received %s instead.", self.sid, data)
+            self.upgraded = False
+            await self._upgrade_failed(ws)
+            return
+        self.upgraded = True
+        self.upgrading = False
+        self._open(ws)
+
+    async def _upgrade_failed(self, ws: Any) -> None:
+        ws.state = None
+        self.upgrading = False
+        await ws.aclose()
+
+    async def ws_ended(self, ws: Any) -> None:
+        if ws.state is not _OPEN:  # an upgrade that never finished: polling goes on
+            if ws.state is not None:
+                self.upgrading = False
+            return
+        ws.state = None
         self.release()
         self._put(None)  # the writer sends what is queued, then closes the WebSocket
         writing, self._ws = self._writing, None
         try:
             if writing is not None:
                 with contextlib.suppress(Exception):
-                    # Shielded: a cancelled handler must not cancel the writer's close.
+                    # Shielded: a cancelled reader must not cancel the writer's close.
                     await asyncio.shield(writing)
         finally:
-            await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+            await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+            if self.server.sockets.get(self.sid) is self:  # as engine.io does when its
+                del self.server.sockets[self.sid]  # WebSocket handler returns
+
+
+# Where a WebSocket is in engine.io's handshake (its `state`); None: a failed upgrade.
+_PROBE, _UPGRADE, _OPEN = "probe", "upgrade", "open"

@@ -22,13 +22,12 @@ from .deadlines import Deadlines
 from .eiosocket import EngineSocket
 from .fastjson import ack_text
 from .packetqueue import PacketQueue
-from .transport import Message
+from .transport import Message, WebSockets
 
 # Names python-socketio routes to handlers of its own events, not a client's.
 _NOT_CLIENT_EVENTS = frozenset({"connect", "disconnect", "*"})
 
-_ENVIRON_KEPT = ("REMOTE_ADDR", "HTTP_X_FORWARDED_FOR", "HTTP_ORIGIN", "HTTP_USER_AGENT",
-                 "aiohttp.request")
+_ENVIRON_KEPT = ("REMOTE_ADDR", "HTTP_X_FORWARDED_FOR", "HTTP_ORIGIN", "HTTP_USER_AGENT")
 
 
 class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
@@ -37,6 +36,7 @@ class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._holding: list[EngineSocket] = []
+        self.websockets: WebSockets  # set by SignalingServer
         # Every socket's next ping (a closed socket's comes due and is skipped).
         self.pings: Deadlines[EngineSocket] = Deadlines(EngineSocket.send_ping_now)
 
@@ -62,9 +62,16 @@ class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
 
 
 class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
-    def __init__(self, *, inline_events: frozenset[str], **options: Any) -> None:
+    def __init__(self, *, inline_events: frozenset[str], ws_deflate: bool,
+                 **options: Any) -> None:
         super().__init__(**options)
         self._inline = inline_events
+        self.eio.websockets = WebSockets(deflate=ws_deflate,
+                                         max_size=self.eio.max_http_buffer_size)
+
+    async def shutdown(self) -> None:
+        await super().shutdown()
+        self.eio.websockets.close()  # what engine.io's shutdown left open
 
     def _engineio_server_class(self) -> type[engineio.AsyncServer]:
         return _EngineServer

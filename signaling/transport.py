@@ -1,86 +1,118 @@
-"""How the node's engine.io speaks WebSocket: with or without permessage-deflate.
+"""How the node's engine.io speaks WebSocket: its own, or aiohttp's with permessage-deflate.
 
-python-engineio's aiohttp driver always accepts permessage-deflate, which every browser
-offers: about 100 kB per connection and one compression per recipient of every
-message (bench/README.md). The driver has no option for it, so the node gives its
-server a copy of the driver's WebSocket class that sets aiohttp's `compress`. A client
-that offers deflate to a node with it off simply connects uncompressed.
+Without deflate (the default) a WebSocket is the node's own (`websocket.py`): aiohttp
+hands the connection over after the handshake, and an idle connection keeps none of
+aiohttp's per-request machinery. python-engineio's aiohttp driver always accepts
+permessage-deflate, which every browser offers: about 100 kB per connection and one
+compression per recipient of every message (bench/README.md). With
+`MIKOTO_RTC_WS_DEFLATE` on, the node uses aiohttp's WebSocket with compression, read
+by a task for the connection's life. A client that offers deflate to a node with it
+off simply connects uncompressed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import struct
 from typing import Any
 
-import socketio
-from aiohttp.web import WebSocketResponse
+from aiohttp import WSMsgType, web
 from engineio import packet as eio_packet
-from engineio.async_drivers import aiohttp as eio_aiohttp
+
+from . import websocket
+from .websocket import HandedOff, Sink, accept_key, take_over
 
 
-class _WebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
-    deflate = False
+class WebSockets:
+    """Accepts engine.io's WebSockets, and owns those it took over from aiohttp: what
+    is still open when the node shuts down is cut."""
 
-    async def __call__(self, environ: dict[str, Any]) -> WebSocketResponse:
+    def __init__(self, *, deflate: bool, max_size: int) -> None:
+        self.deflate = deflate
+        self._max = max_size
+        self._open: set[websocket.WebSocket] = set()
+
+    async def accept(self, environ: dict[str, Any], sink: Sink) -> web.StreamResponse:
         request = environ["aiohttp.request"]
-        self._sock = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size,
-                                       compress=self.deflate)
-        await self._sock.prepare(request)
-        self.environ = environ
-        await self.handler(self)
-        return self._sock
+        if self.deflate:
+            return await _serve_deflated(request, sink, self._max)
+        accept = accept_key(request)
+        if accept is None:
+            return web.Response(status=400, text="not a version-13 WebSocket handshake\n")
+        if take_over(request, accept, sink, self._max, self._open, EngineWebSocket) is None:
+            return web.Response(status=400, text="the connection is gone\n")
+        return HandedOff()
 
-    async def wait(self) -> str | bytes:
-        """The next message. No timeout: aiohttp's is a timeout context per message,
-        which was a tenth of a relayed message's cost, and engine.io's service task
-        already closes a client that stops answering its pings."""
-        msg = await self._sock.receive()
-        if not isinstance(msg.data, bytes | str):
-            raise OSError()
-        return msg.data
+    def __len__(self) -> int:
+        return len(self._open)
 
-    async def send(self, message: str | bytes) -> None:
-        # The driver's send asks inspect whether aiohttp's send is a coroutine, per packet.
-        if isinstance(message, str):
-            await self._sock.send_str(message)
-        else:
-            await self._sock.send_bytes(message)
+    def close(self) -> None:
+        for ws in list(self._open):
+            ws.abort()
 
-    def writable(self) -> bool:
-        """Whether `write` may be used now: uncompressed, open, and the peer keeps up."""
-        writer = self._sock._writer
-        return not (self.deflate or writer is None or writer.transport.is_closing()
-                    or writer.protocol._paused)
 
-    def write(self, packets: list[Any]) -> None:
+class EngineWebSocket(websocket.WebSocket):
+    """The node's WebSocket, sending engine.io packets."""
+
+    __slots__ = ()
+
+    def write_packets(self, packets: list[Any]) -> None:
         """Write packets at once, without waiting (only when `writable`)."""
-        writer = self._sock._writer
-        assert writer is not None
-        writer.transport.write(_frames(packets))
+        self.write(_frames(packets))
 
-    def buffered(self) -> bool:
-        """Whether messages that arrived are waiting to be read."""
-        reader = self._sock._reader
-        return reader is not None and bool(reader._buffer)
-
-    async def send_many(self, packets: list[Any]) -> None:
-        """Send engine.io packets as one write to the socket, not one per frame.
+    async def send_packets(self, packets: list[Any]) -> None:
+        """Send packets as one write, not one per frame, waiting while the peer is slow.
 
         A `write` per frame was a quarter of a relayed message's cost; a connection
         that gets several packets in one turn of the loop (the acks of a burst, the
-        signals one peer sends another) now costs one. Compressed frames go one by one
-        through aiohttp, which keeps the compressor's state.
+        signals one peer sends another) now costs one.
         """
-        writer = self._sock._writer
-        if self.deflate or writer is None:
-            for pkt in packets:
-                await self.send(pkt.encode())
-            return
-        if writer.transport.is_closing():
-            raise ConnectionResetError("the WebSocket is closing")
-        writer.transport.write(_frames(packets))
-        if writer.protocol._paused:  # as aiohttp's writer does: wait while the peer is slow
-            await writer.protocol._drain_helper()
+        await self.send(_frames(packets))
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+class _DeflatedWebSocket:
+    """aiohttp's WebSocket, compressing, with the node's WebSocket's methods."""
+
+    def __init__(self, sock: web.WebSocketResponse) -> None:
+        self._sock = sock
+        self.state: object = None
+
+    def writable(self) -> bool:
+        return False  # compressed frames go one by one through aiohttp (its zlib state)
+
+    def write_packets(self, packets: list[Any]) -> None:  # pragma: no cover - not writable
+        raise NotImplementedError
+
+    async def send_packets(self, packets: list[Any]) -> None:
+        for pkt in packets:
+            await self._sock.send_str(pkt.encode())
+
+    async def aclose(self) -> None:
+        await self._sock.close()
+
+
+async def _serve_deflated(request: web.Request, sink: Sink,
+                          max_size: int) -> web.WebSocketResponse:
+    sock = web.WebSocketResponse(max_msg_size=max_size, compress=True)
+    await sock.prepare(request)
+    ws = _DeflatedWebSocket(sock)
+    sink.ws_opened(ws)
+    try:
+        while True:
+            # No timeout: engine.io's pings find a client that fell silent.
+            msg = await sock.receive()
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                break
+            await sink.ws_message(ws, msg.data)
+            sink.ws_dry()
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(sink.ws_ended(ws))
+    return sock
 
 
 class Message:
@@ -127,9 +159,3 @@ def _frame(message: str | bytes) -> bytes:
     if size < 65536:
         return struct.pack("!BBH", first, 126, size) + payload
     return struct.pack("!BBQ", first, 127, size) + payload
-
-
-def configure(sio: socketio.AsyncServer, *, deflate: bool) -> None:
-    websocket = type("WebSocket", (_WebSocket,), {"deflate": deflate})
-    # A copy: the driver's table is shared by every server in the process.
-    sio.eio._async = {**sio.eio._async, "websocket": websocket}

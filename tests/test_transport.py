@@ -35,6 +35,37 @@ async def test_deflate_can_be_turned_on(make_node: NodeFactory) -> None:
     assert await _offer_deflate(await make_node(ws_deflate=True)) == 15
 
 
+@pytest.mark.parametrize("transports", [["websocket"], ["polling", "websocket"]])
+async def test_with_deflate_on_compressing_clients_call_and_leave(
+        make_node: NodeFactory, transports: list[str]) -> None:
+    """With deflate on, WebSockets are aiohttp's: connect (or upgrade), relay, leave."""
+    from signaling.app import SIO
+
+    node = await make_node(ws_deflate=True)
+    ann = await node.client("ann")
+    bob = socketio.AsyncClient(reconnection=False)
+    got: list[Any] = []
+    bob.on("signal", got.append)
+    await bob.connect(node.url, auth={"token": node.token("bob")}, transports=transports)
+    try:
+        joined = await bob.call("room:join", {"room": "lobby"}, timeout=5)
+        await ann.join("lobby")
+        async with asyncio.timeout(5):
+            while bob.transport() != "websocket":
+                await asyncio.sleep(0.02)
+        await ann.signal("lobby", joined["self"]["id"], description={"type": "offer",
+                                                                       "sdp": "v=0\r\n"})
+        async with asyncio.timeout(5):
+            while not got:
+                await asyncio.sleep(0.02)
+    finally:
+        await bob.disconnect()
+    sockets = node.server.app[SIO].eio.sockets
+    async with asyncio.timeout(5):
+        while len(sockets) > 1:  # bob's is gone; ann's stays
+            await asyncio.sleep(0.02)
+
+
 @pytest.mark.parametrize("value", [
     {"a": [1, 2.5, "é", None, True]}, 2**70, {"n": -(2**80)}, [1e308], "\u2028",
 ])
@@ -89,6 +120,8 @@ async def test_websocket_clients_get_the_lean_socket_and_polling_clients_upgrade
 @pytest.mark.parametrize(("owner", "name", "digest"), [
     ("engineio.async_socket.AsyncSocket", "_websocket_handler",
      "27f120df4d717a24478b7b0f7389ce19eea8a881dd07e2c81fb1cf2493e006a5"),
+    ("engineio.async_socket.AsyncSocket", "_upgrade_websocket",
+     "820b83efe96adb98ee63eef1096dd403c6690bf80aa00c49f3985afd30a4bf95"),
     ("engineio.async_socket.AsyncSocket", "send",
      "0437276ccba7ab091471e29f4bc6a0f178da7b16a590c707d6c69a97609e6d14"),
     ("engineio.async_socket.AsyncSocket", "receive",
