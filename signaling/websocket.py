@@ -127,7 +127,7 @@ class WebSocket(asyncio.Protocol):
         self._owner = owner
         owner.add(self)
         self._buf: bytearray | None = None  # a frame not yet whole
-        self._parts: list[bytes] | None = None  # a fragmented message: opcode, then data
+        self._parts: bytearray | None = None  # a fragmented message: its opcode, its data
         self._inbox: list[Any] = []
         self._pending = 0  # bytes in the inbox
         self._held = False  # reading paused until the inbox is handled
@@ -197,17 +197,17 @@ class WebSocket(asyncio.Protocol):
         if opcode == _CONTINUATION:
             if parts is None:
                 return self._fail(PROTOCOL_ERROR)
-            parts.append(payload)
-            if sum(map(len, parts)) - 1 > self._max:
+            parts += payload
+            if len(parts) - 1 > self._max:
                 return self._fail(TOO_BIG)
             if not fin:
                 return True
             self._parts = None
-            opcode, payload = parts[0][0], b"".join(parts[1:])
+            opcode, payload = parts[0], bytes(parts[1:])
         elif opcode not in (_TEXT, _BINARY) or parts is not None:
             return self._fail(PROTOCOL_ERROR)
         elif not fin:
-            self._parts = [bytes((opcode,)), payload]
+            self._parts = bytearray((opcode,)) + payload
             return True
         if self.closing:  # after the node's close frame, input is only awaited, not read
             return True
@@ -238,7 +238,10 @@ class WebSocket(asyncio.Protocol):
                 item = inbox.pop(0)
                 if item is _END:
                     inbox.clear()
-                    await sink.ws_ended(self)
+                    try:
+                        await sink.ws_ended(self)
+                    except Exception:
+                        log.exception("ending a WebSocket's session failed")
                     return
                 self._pending -= len(item)
                 try:
