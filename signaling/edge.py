@@ -122,6 +122,7 @@ class SignalingEdge:
                  push: PushHook) -> None:
         assert config.secret is not None
         self._sio = sio
+        self._loop: asyncio.AbstractEventLoop | None = None  # known from the first connect
         self._config = config
         self._secret = config.secret
         self._store = store
@@ -266,7 +267,8 @@ class SignalingEdge:
     # -- connect, resume, disconnect -----------------------------------------------------
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
-        logs.connection(sid)
+        self._loop = asyncio.get_running_loop()
+        logs.connection(sid, self._loop)
         conn = ConnectionId(sid)
         address = client_address(environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"),
                                  self._proxies)
@@ -457,7 +459,7 @@ class SignalingEdge:
         counts = self.stats.events_in
         async def handle(sid: str, *args: Any) -> Ack:
             counts[event] = counts.get(event, 0) + 1
-            logs.connection(sid)  # python-socketio runs most events in tasks of their own
+            logs.connection(sid, self._loop)  # python-socketio runs most events in tasks
             try:
                 session = self.sessions.attached(ConnectionId(sid))
                 if session is None:  # an event racing its own disconnect

@@ -36,6 +36,7 @@ class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._holding: list[EngineSocket] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # known from the first post
         self.websockets: WebSockets  # set by SignalingServer
         # Every socket's next ping (a closed socket's comes due and is skipped).
         self.pings: Deadlines[EngineSocket] = Deadlines(EngineSocket.send_ping_now)
@@ -48,7 +49,9 @@ class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         if sock is None or sock.closed or not sock.hold(message):
             return
         if not self._holding:  # whoever comes first: a reader running dry, or the loop
-            asyncio.get_running_loop().call_soon(self.release)
+            if self._loop is None:  # asking for it each time costs a system call
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self.release)
         self._holding.append(sock)
 
     def release(self) -> None:

@@ -115,13 +115,15 @@ def take_over(request: web.BaseRequest, accept: str, sink: Sink, max_size: int,
 
 
 class WebSocket(asyncio.Protocol):
-    __slots__ = ("_buf", "_closer", "_drain", "_held", "_inbox", "_max", "_owner", "_parts",
-                 "_pending", "_reader", "_sink", "_transport", "closing", "paused",
+    __slots__ = ("_buf", "_closer", "_drain", "_held", "_inbox", "_loop", "_max", "_owner",
+                 "_parts", "_pending", "_reader", "_sink", "_transport", "closing", "paused",
                  "state")
 
     def __init__(self, transport: asyncio.Transport, sink: Sink, max_size: int,
                  owner: set[WebSocket]) -> None:
         self._transport: asyncio.Transport | None = transport
+        # Kept: finding the running loop costs a system call (getpid) on Python 3.11.
+        self._loop = asyncio.get_running_loop()
         self._sink = sink
         self._max = max_size
         self._owner = owner
@@ -228,7 +230,7 @@ class WebSocket(asyncio.Protocol):
                 self._held = True
                 self._transport.pause_reading()
         if self._reader is None:
-            self._reader = asyncio.get_running_loop().create_task(self._read())
+            self._reader = self._loop.create_task(self._read())
 
     async def _read(self) -> None:
         """Hand the inbox to the sink, in order; ends when it is empty."""
@@ -293,7 +295,7 @@ class WebSocket(asyncio.Protocol):
         self._transport.write(data)
         if self.paused:
             if self._drain is None:
-                self._drain = asyncio.get_running_loop().create_future()
+                self._drain = self._loop.create_future()
             await self._drain
 
     def pause_writing(self) -> None:
@@ -309,7 +311,7 @@ class WebSocket(asyncio.Protocol):
         """Send a close frame; the connection ends when the client answers, or after
         `CLOSE_TIMEOUT`."""
         if self._start_close(code) and self._transport is not None:
-            self._closer = asyncio.get_running_loop().call_later(
+            self._closer = self._loop.call_later(
                 CLOSE_TIMEOUT, self.abort)
 
     def abort(self) -> None:
