@@ -4,8 +4,9 @@
 
 Starts our node (`python -m signaling serve`) and bench/reference/server.js one
 after the other on 127.0.0.1 (ports 8780-8789), runs the same load generator
-(bench/loadgen.js) against each, samples each server's CPU time and RSS from
-/proc, and prints a table. Not part of CI. See bench/README.md.
+(bench/loadgen.js) against each, then both again for latency runs taking turns,
+samples each server's CPU time and RSS from /proc, and prints a table. Not part
+of CI. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -373,31 +374,87 @@ def start_reference(procs: Procs, port: int, workdir: Path, deflate: bool
 
 
 # --------------------------------------------------------------------- one server
-def bench_server(name: str, procs: Procs, start: Any, port: int, opts: argparse.Namespace,
-                 workdir: Path, plain_idle_only: bool = False) -> dict[str, Any]:
-    """Every measurement on one fresh server; with `plain_idle_only`, only idle connections
-    from a client that does not offer deflate (on its own fresh server: a process keeps
-    the memory of connections it had, so a second idle run there would look cheap)."""
+@dataclass
+class Server:
+    """A running server and how to drive the load generator against it."""
+
+    name: str
+    procs: Procs
+    proc: subprocess.Popen[Any]
+    port: int
+    token: str
+    opts: argparse.Namespace
+    lg_log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def run(self, args: list[str], timeout: float) -> Loadgen:
+        common = ["--payload", str(self.opts.payload), "--kind", self.opts.kind]
+        if self.opts.no_deflate:
+            common.append("--no-deflate")
+        return Loadgen(self.procs, self.pid, f"http://127.0.0.1:{self.port}", self.token,
+                       [*common, *args], timeout, self.lg_log)
+
+    def warm_up(self) -> None:
+        """A little of everything, so later baselines include loaded code."""
+        self.run(["--mode", "latency", "--pairs", "2", "--rate", "200", "--warmup", "0.5",
+                  "--duration", "1", "--max-seconds", "60"], 90).result()
+        wait_quiet(self.pid)
+
+    def measured(self, mode: str, extra: list[str]) -> dict[str, Any]:
+        opts = self.opts
+        measured_max = opts.warmup + opts.duration + 120
+        lg = self.run(["--mode", mode, "--pairs", str(opts.pairs), *extra,
+                       "--warmup", str(opts.warmup), "--duration", str(opts.duration),
+                       "--max-seconds", str(measured_max)], measured_max + 30)
+        res = lg.result()
+        m = lg.marks
+        if "measure_start" in m and "measure_end" in m:
+            a, b = m["measure_start"], m["measure_end"]
+            wall = b["t"] - a["t"]
+            cpu = b["cpu"] - a["cpu"]
+            res["server_cpu_s"] = cpu
+            res["server_cpu_util"] = cpu / wall if wall > 0 else None
+            res.update(system_noise(a["sys"], b["sys"], cpu, res.get("loadgen_cpu_in_window")))
+            if mode in ("throughput", "broadcast"):
+                res["msgs_per_cpu_s"] = res["received"] / cpu if cpu > 0 else None
+        wait_quiet(self.pid)
+        return res
+
+    def latency(self, rate: float, run: int) -> dict[str, Any]:
+        print(f"   {self.name} latency {run}/{self.opts.repeat}: {rate:g} msgs/s for"
+              f" {self.opts.duration:g}s", file=sys.stderr, flush=True)
+        return self.measured("latency", ["--rate", str(rate)])
+
+
+def start_server(name: str, procs: Procs, start: Any, port: int, opts: argparse.Namespace,
+                 workdir: Path) -> Server:
     print(f"== {name}: starting on 127.0.0.1:{port}", file=sys.stderr, flush=True)
     proc, token, log = start(port)
-    out: dict[str, Any] = {"name": name, "port": port}
+    server = Server(name, procs, proc, port, token, opts, workdir / f"loadgen-{name}.log")
     try:
         wait_ready(proc, port, log)
-        pid = proc.pid
-        url = f"http://127.0.0.1:{port}"
-        lg_log = workdir / f"loadgen-{name}.log"
-        common = ["--payload", str(opts.payload), "--kind", opts.kind]
-        if opts.no_deflate:
-            common.append("--no-deflate")
+        server.warm_up()
+    except BaseException:
+        procs.stop(proc)
+        raise
+    return server
 
-        def run(args: list[str], timeout: float) -> Loadgen:
-            return Loadgen(procs, pid, url, token, [*common, *args], timeout, lg_log)
 
-        # Warm-up: a little of everything, so the idle baseline includes loaded code.
-        lg = run(["--mode", "latency", "--pairs", "2", "--rate", "200", "--warmup", "0.5",
-                  "--duration", "1", "--max-seconds", "60"], 90)
-        lg.result()
-        wait_quiet(pid)
+def bench_server(name: str, procs: Procs, start: Any, port: int, opts: argparse.Namespace,
+                 workdir: Path, plain_idle_only: bool = False,
+                 latency: bool = True) -> dict[str, Any]:
+    """Every measurement on one fresh server; with `plain_idle_only`, only idle connections
+    from a client that does not offer deflate (on its own fresh server: a process keeps
+    the memory of connections it had, so a second idle run there would look cheap).
+    Without `latency`, no latency runs (`latency_side_by_side` makes them)."""
+    out: dict[str, Any] = {"name": name, "port": port}
+    proc = None
+    try:
+        server = start_server(name, procs, start, port, opts, workdir)
+        proc, pid, run = server.proc, server.pid, server.run
         out["rss_start_kb"] = rss_kb(pid)
 
         # (c) idle connections: RSS before and while holding; connect+join rate. Once
@@ -411,7 +468,7 @@ def bench_server(name: str, procs: Procs, start: Any, port: int, opts: argparse.
             lg = run(args if offer_deflate else [*args, "--no-deflate"], 320)
             if not lg.holding.wait(240):
                 lg.release()
-                raise RuntimeError(f"idle: connections not all joined:\n{tail(lg_log)}")
+                raise RuntimeError(f"idle: connections not all joined:\n{tail(server.lg_log)}")
             wait_quiet(pid, timeout=10)
             held = rss_kb(pid)
             lg.release()
@@ -426,36 +483,15 @@ def bench_server(name: str, procs: Procs, start: Any, port: int, opts: argparse.
             out["ok"] = True
             return out
         out["idle"] = {} if opts.hot_path else idle(not opts.no_deflate)
-
-        measured_max = opts.warmup + opts.duration + 120
-
-        def measured(mode: str, extra: list[str]) -> dict[str, Any]:
-            lg = run(["--mode", mode, "--pairs", str(opts.pairs), *extra,
-                      "--warmup", str(opts.warmup), "--duration", str(opts.duration),
-                      "--max-seconds", str(measured_max)], measured_max + 30)
-            res = lg.result()
-            m = lg.marks
-            if "measure_start" in m and "measure_end" in m:
-                a, b = m["measure_start"], m["measure_end"]
-                wall = b["t"] - a["t"]
-                cpu = b["cpu"] - a["cpu"]
-                res["server_cpu_s"] = cpu
-                res["server_cpu_util"] = cpu / wall if wall > 0 else None
-                res.update(system_noise(a["sys"], b["sys"], cpu, res.get("loadgen_cpu_in_window")))
-                if mode in ("throughput", "broadcast"):
-                    res["msgs_per_cpu_s"] = res["received"] / cpu if cpu > 0 else None
-            wait_quiet(pid)
-            return res
+        measured = server.measured
 
         # (b) latency at fixed offered rates, (a) throughput with a bounded ack window,
         # (d) broadcast in rooms of 10; each repeated, the median run is reported.
         out["latency_runs"] = {rate: [] for rate in opts.rates}
         out["throughput_runs"], out["broadcast_runs"] = [], []
         for i in range(opts.repeat):
-            for rate in opts.rates:
-                print(f"   latency {i + 1}/{opts.repeat}: {rate:g} msgs/s for {opts.duration:g}s",
-                      file=sys.stderr, flush=True)
-                out["latency_runs"][rate].append(measured("latency", ["--rate", str(rate)]))
+            for rate in opts.rates if latency else ():
+                out["latency_runs"][rate].append(server.latency(rate, i + 1))
             print(f"   throughput {i + 1}/{opts.repeat}: {opts.pairs} pairs x window"
                   f" {opts.window} for {opts.duration:g}s", file=sys.stderr, flush=True)
             out["throughput_runs"].append(measured("throughput", ["--window", str(opts.window)]))
@@ -463,25 +499,17 @@ def bench_server(name: str, procs: Procs, start: Any, port: int, opts: argparse.
                   f" {opts.window} for {opts.duration:g}s", file=sys.stderr, flush=True)
             out["broadcast_runs"].append(measured("broadcast", [
                 "--rooms", str(opts.rooms), "--room-size", "10", "--window", str(opts.window)]))
-        lat_runs = out["latency_runs"]
-        out["latency"] = (median_of(lat_runs[opts.rates[0]], ("latency_ms", "p99"))
-                          if opts.rates else {})
         out["throughput"] = median_of(out["throughput_runs"], ("msgs_per_s",))
         thr_runs, bc_runs = out["throughput_runs"], out["broadcast_runs"]
         out["summary"] = {
             "msgs_per_s": median(thr_runs, "msgs_per_s"),
             "msgs_per_cpu_s": median(thr_runs, "msgs_per_cpu_s"),
-            **{f"p50_ms@{rate:g}": median(lat_runs[rate], "latency_ms", "p50")
-               for rate in opts.rates},
-            **{f"p99_ms@{rate:g}": median(lat_runs[rate], "latency_ms", "p99")
-               for rate in opts.rates},
-            **{f"cpu_pct@{rate:g}": _pct(median(lat_runs[rate], "server_cpu_util"))
-               for rate in opts.rates},
             "broadcast_per_s": median(bc_runs, "msgs_per_s"),
             "broadcast_per_cpu_s": median(bc_runs, "msgs_per_cpu_s"),
             "kb_per_conn": _get(out["idle"], "kb_per_conn"),
             "joins_per_s": _get(out["idle"], "joins_per_s"),
         }
+        summarize_latency(out, opts)
         out["rss_end_kb"] = rss_kb(pid)
         out["ok"] = True
     except Exception as exc:
@@ -489,8 +517,41 @@ def bench_server(name: str, procs: Procs, start: Any, port: int, opts: argparse.
         out["ok"] = False
         out["error"] = str(exc)
     finally:
-        procs.stop(proc)
+        if proc is not None:
+            procs.stop(proc)
     return out
+
+
+def summarize_latency(out: dict[str, Any], opts: argparse.Namespace) -> None:
+    lat_runs = out["latency_runs"]
+    out["latency"] = (median_of(lat_runs[opts.rates[0]], ("latency_ms", "p99"))
+                      if opts.rates and lat_runs[opts.rates[0]] else {})
+    for rate in opts.rates:
+        out["summary"][f"p50_ms@{rate:g}"] = median(lat_runs[rate], "latency_ms", "p50")
+        out["summary"][f"p99_ms@{rate:g}"] = median(lat_runs[rate], "latency_ms", "p99")
+        out["summary"][f"cpu_pct@{rate:g}"] = _pct(median(lat_runs[rate], "server_cpu_util"))
+
+
+def latency_side_by_side(procs: Procs, starts: dict[str, Any], ports: list[int],
+                         opts: argparse.Namespace, workdir: Path
+                         ) -> dict[str, dict[float, list[dict[str, Any]]]]:
+    """Latency runs of both servers, up together (both pinned to the server's core, the
+    idle one asleep), taking turns: run i of one right after run i of the other, which
+    starts every other round. Low-rate latency here drifts with the machine over
+    minutes by more than the servers differ; runs taken in turn see the same drift."""
+    servers = [start_server(name, procs, start, port, opts, workdir)
+               for (name, start), port in zip(starts.items(), ports, strict=True)]
+    runs: dict[str, dict[float, list[dict[str, Any]]]] = {
+        s.name: {rate: [] for rate in opts.rates} for s in servers}
+    try:
+        for i in range(opts.repeat):
+            for rate in opts.rates:
+                for server in servers if i % 2 == 0 else servers[::-1]:
+                    runs[server.name][rate].append(server.latency(rate, i + 1))
+    finally:
+        for server in servers:
+            procs.stop(server.proc)
+    return runs
 
 
 # --------------------------------------------------------------------- report
@@ -687,8 +748,11 @@ def main(argv: list[str] | None = None) -> int:
                                                       opts.reference_deflate),
         }
 
+        together = opts.only is None and bool(opts.rates)
+
         def bench(name: str, port: int) -> dict[str, Any]:
-            out = bench_server(name, procs, starts[name], port, opts, workdir)
+            out = bench_server(name, procs, starts[name], port, opts, workdir,
+                               latency=not together)
             if out.get("ok") and not opts.no_deflate and not opts.hot_path:
                 plain = bench_server(name, procs, starts[name], port, opts, workdir,
                                      plain_idle_only=True)
@@ -704,6 +768,12 @@ def main(argv: list[str] | None = None) -> int:
         if opts.only in (None, "reference"):
             ref = bench("reference", ports[1])
             results.append(ref)
+        if together and all(r.get("ok") for r in results):
+            print("== latency, both servers taking turns", file=sys.stderr, flush=True)
+            both = latency_side_by_side(procs, starts, ports, opts, workdir)
+            for out in results:
+                out["latency_runs"] = both[out["name"]]
+                summarize_latency(out, opts)
 
         print()
         print(f"relay benchmark  {time.strftime('%Y-%m-%d %H:%M')}  "
