@@ -276,6 +276,24 @@ async def test_the_node_closing_a_client_sends_a_close_frame_and_ends_tcp(
             await asyncio.sleep(0.02)
 
 
+async def test_a_client_that_never_answers_the_close_frame_is_cut(
+        node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(websocket, "CLOSE_TIMEOUT", 0.5)
+    ws = await RawWs.connect(node)
+    try:
+        await _socketio_connect(ws, node)
+        eio = node.server.app[SIO].eio
+        (sid,) = eio.sockets
+        await eio.disconnect(sid)
+        while (await ws.recv())[0] != 0x8:  # the close frame, left unanswered
+            pass
+        async with asyncio.timeout(5):
+            assert await ws.reader.read() == b""  # cut
+        assert not eio.websockets
+    finally:
+        ws.close()
+
+
 async def test_shutdown_closes_every_websocket(make_node: NodeFactory) -> None:
     node = await make_node(drain_timeout=0.2)
     sockets = [await RawWs.connect(node) for _ in range(3)]
