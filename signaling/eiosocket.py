@@ -48,6 +48,13 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         self._held = [message]
         return True
 
+    def write_now(self, message: Any) -> bool:
+        """Write a packet at once if nothing is ahead of it and the WebSocket takes it."""
+        if self._held is None and self._idle() and self._ws.writable():
+            self._ws.write_packets([message])
+            return True
+        return False
+
     def release(self) -> None:
         """Write the packets held: at once when the WebSocket takes them, else through a
         writer."""
@@ -150,7 +157,14 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         # here the WebSocket hands its input over as it comes (`ws_message`).
         if self.upgraded:
             raise OSError("Socket has been upgraded already")
-        return await self.server.websockets.accept(environ, self)
+        try:
+            return await self.server.websockets.accept(environ, self)
+        finally:
+            if not self.connected and not self.closed:  # its handshake was refused
+                await self.close(wait=False, abort=True,
+                                 reason=self.server.reason.TRANSPORT_ERROR)
+                if self.server.sockets.get(self.sid) is self:
+                    del self.server.sockets[self.sid]
 
     def ws_opened(self, ws: Any) -> None:
         if self.connected:  # an upgrade from long-polling: the probe, then the upgrade packet
@@ -168,10 +182,14 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
             self._start_writer(ws)
         self.server.logger.info("%s: Upgrade to websocket successful", self.sid)
 
-    async def ws_message(self, ws: Any, data: str | bytes) -> None:
+    async def ws_message(self, ws: Any, data: str | bytes, last: bool) -> None:
         if ws.state is not _OPEN:
             await self._upgrade_step(ws, data)
             return
+        # Nothing more to read behind it: what it causes goes out as it is posted (a
+        # relayed message before its sender's ack), not when the handling ends.
+        server = self.server
+        server.eager = last
         try:
             if type(data) is str and data.startswith("4"):  # a text message, most of them
                 await self._message(data[1:])
@@ -180,10 +198,12 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         except exceptions.UnknownPacketError:  # pragma: no cover
             pass
         except exceptions.SocketIsClosedError:  # pragma: no cover
-            self.server.logger.info("Receive error -- socket is closed")
+            server.logger.info("Receive error -- socket is closed")
             await ws.aclose()
         except Exception:  # pragma: no cover
-            self.server.logger.exception("Unknown receive error")
+            server.logger.exception("Unknown receive error")
+        finally:
+            server.eager = False
 
     def ws_dry(self) -> None:
         """The input ran dry: send what it caused."""

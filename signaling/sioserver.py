@@ -37,6 +37,8 @@ class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._holding: list[EngineSocket] = []
         self._loop: asyncio.AbstractEventLoop | None = None  # known from the first post
+        # Set while the last input a reader has is handled: packets go out as posted.
+        self.eager = False
         self.websockets: WebSockets  # set by SignalingServer
         # Every socket's next ping (a closed socket's comes due and is skipped).
         self.pings: Deadlines[EngineSocket] = Deadlines(EngineSocket.send_ping_now)
@@ -46,7 +48,9 @@ class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
 
     def post(self, eio_sid: str, message: Message) -> None:
         sock = self.sockets.get(eio_sid)
-        if sock is None or sock.closed or not sock.hold(message):
+        if sock is None or sock.closed or (self.eager and sock.write_now(message)):
+            return
+        if not sock.hold(message):
             return
         if not self._holding:  # whoever comes first: a reader running dry, or the loop
             if self._loop is None:  # asking for it each time costs a system call

@@ -107,7 +107,7 @@ async def _serve_deflated(request: web.Request, sink: Sink,
             msg = await sock.receive()
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 break
-            await sink.ws_message(ws, msg.data)
+            await sink.ws_message(ws, msg.data, False)
             sink.ws_dry()
     finally:
         with contextlib.suppress(Exception):

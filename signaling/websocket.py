@@ -51,7 +51,8 @@ class Sink(Protocol):
 
     def ws_opened(self, ws: Any) -> None: ...
 
-    async def ws_message(self, ws: Any, data: str | bytes) -> None: ...
+    async def ws_message(self, ws: Any, data: str | bytes, last: bool) -> None:
+        """A message; `last`: nothing more has arrived behind it."""
 
     def ws_dry(self) -> None:
         """Everything that arrived has been handled."""
@@ -115,6 +116,8 @@ def take_over(request: web.BaseRequest, accept: str, sink: Sink, max_size: int,
 
 
 class WebSocket(asyncio.Protocol):
+    """A server's end of a WebSocket: input to its sink, whole frames out."""
+
     __slots__ = ("_buf", "_closer", "_drain", "_held", "_inbox", "_loop", "_max", "_owner",
                  "_parts", "_pending", "_reader", "_sink", "_transport", "closing", "paused",
                  "state")
@@ -247,7 +250,7 @@ class WebSocket(asyncio.Protocol):
                     return
                 self._pending -= len(item)
                 try:
-                    await sink.ws_message(self, item)
+                    await sink.ws_message(self, item, not inbox)
                 except Exception:
                     log.exception("handling a WebSocket message failed")
                 if not inbox:

@@ -149,6 +149,7 @@ async def test_a_bad_handshake_is_refused_and_the_node_keeps_serving(
     ws, status, _ = await RawWs.open(node, key=key, version=version)
     ws.close()
     assert status == 400
+    assert not node.server.app[SIO].eio.sockets  # engine.io's socket for it is gone too
     client = await node.client("bob")
     assert await client.ping() >= 0
 
