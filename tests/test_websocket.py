@@ -9,6 +9,7 @@ import base64
 import hashlib
 import json
 import os
+import socket
 import struct
 from typing import Any
 
@@ -33,10 +34,15 @@ class RawWs:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, node: Node, *, key: str | None = None,
-                   version: str = "13") -> tuple[RawWs, int, dict[str, str]]:
+    async def open(cls, node: Node, *, key: str | None = None, version: str = "13",
+                   rcvbuf: int | None = None) -> tuple[RawWs, int, dict[str, str]]:
         url = URL(node.url)
-        reader, writer = await asyncio.open_connection(url.host, url.port)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:  # before connecting: the window is agreed at the handshake
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (url.host, url.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
         key = key if key is not None else base64.b64encode(os.urandom(16)).decode()
         writer.write((f"GET {PATH} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
                       "Upgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -50,8 +56,8 @@ class RawWs:
         return cls(reader, writer), int(status_line.split()[1]), headers
 
     @classmethod
-    async def connect(cls, node: Node) -> RawWs:
-        ws, status, _ = await cls.open(node)
+    async def connect(cls, node: Node, rcvbuf: int | None = None) -> RawWs:
+        ws, status, _ = await cls.open(node, rcvbuf=rcvbuf)
         assert status == 101
         opened = await ws.recv()
         assert opened[0] == 0x1 and opened[1].startswith(b"0{")
@@ -136,6 +142,32 @@ async def test_the_handshake_answers_with_the_key_and_no_extension(node: Node) -
         assert headers["sec-websocket-accept"] == base64.b64encode(hashlib.sha1(
             key.encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()).decode()
         assert "sec-websocket-extensions" not in headers  # deflate offered, not taken
+    finally:
+        ws.close()
+
+
+async def test_a_client_that_reads_slowly_gets_everything_in_order(node: Node) -> None:
+    """The node writes faster than the client reads (a small receive window, nothing
+    read for a while): the WebSocket pauses, queues, and resumes; nothing is lost or
+    reordered, and the sender is not held up."""
+    ws = await RawWs.connect(node, rcvbuf=4096)
+    try:
+        await _socketio_connect(ws, node, "slow")
+        ws.text('421["room:join",{"room":"lobby"}]')
+        joined = json.loads((await ws.ack())[3:])[0]
+        sender = await node.client("fast")
+        await sender.join("lobby")
+        sdp = "v=0\r\n" + "a=x-pad:" + "x" * 40_000 + "\r\n"
+        count = 250  # 10 MB: beyond what the kernel's socket buffers take
+        for i in range(count):
+            await sender.signal("lobby", joined["self"]["id"],
+                                description={"type": "offer", "sdp": f"{sdp}a=x-n:{i}\r\n"})
+        got = []
+        while len(got) < count:
+            text = await ws.recv_text()
+            if text.startswith('42["signal"'):
+                got.append(int(text.rsplit("a=x-n:", 1)[1].split("\\r", 1)[0]))
+        assert got == list(range(count))
     finally:
         ws.close()
 
