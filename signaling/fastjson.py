@@ -48,6 +48,15 @@ def ack_text(id: int, data: list[Any]) -> str:
 _PLAIN = re.compile(r"([23])(\d{0,99})\[")
 
 
+def plain_event(text: object) -> tuple[int | None, list[Any]] | None:
+    """A Socket.IO event in the default namespace (`2<id>[...]`): its ack id and its
+    data; None for any other packet."""
+    if type(text) is not str or (plain := _PLAIN.match(text)) is None or plain[1] != "2":
+        return None
+    data: list[Any] = FastJson.loads(text[plain.end() - 1:])
+    return (int(plain[2]) if plain[2] else None), data
+
+
 class TextPacket(socketio.packet.Packet):  # type: ignore[misc]
     """The node's Socket.IO packets: JSON through FastJson, and never binary.
 

@@ -20,7 +20,7 @@ import socketio
 
 from .deadlines import Deadlines
 from .eiosocket import EngineSocket
-from .fastjson import ack_text
+from .fastjson import ack_text, plain_event
 from .packetqueue import PacketQueue
 from .transport import Message, WebSockets
 
@@ -109,6 +109,15 @@ class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
             self.logger.warning("no other node to send to %s", sid)
             return
         await post(sid, message.text)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        # python-socketio builds a Packet for every message; a plain event (nearly all
+        # of them) goes straight to its handler. A malformed one raises as before.
+        event = None if eio_sid in self._binary_packet else plain_event(data)
+        if event is None:
+            await super()._handle_eio_message(eio_sid, data)
+        else:
+            await self._handle_event(eio_sid, None, *event)
 
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
         await super()._handle_connect(eio_sid, namespace, data)

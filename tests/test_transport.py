@@ -138,6 +138,8 @@ async def test_websocket_clients_get_the_lean_socket_and_polling_clients_upgrade
      "4284671be955f644db57572ca19e27c79b0444f89efd4583dac5654650f42c78"),
     ("socketio.async_pubsub_manager.AsyncPubSubManager", "_thread",
      "fa8d075729aac64de1d145663569451888de265e509c3c02dd947a9d54245d15"),
+    ("socketio.AsyncServer", "_handle_eio_message",
+     "bef50fc0e1635921c922995dba721d05d1c5ccc95d6a6b7647a1db75c4e6032e"),
     ("socketio.AsyncServer", "_handle_event",
      "65178105ef8b593d1ebb63610cbabab0c29654cee50fd669ba0a66590f2e1f54"),
     ("socketio.AsyncServer", "_handle_event_internal",
