@@ -226,9 +226,11 @@ class SignalingEdge:
 
     def _encode(self, event: ServerEvent, payload: Ack) -> Message:
         """A Socket.IO event packet, encoded once for every connection it goes to."""
+        # The name as a plain str: an Enum's `value` and hash are Python code, per message.
+        name: str = event._value_
         out = self.stats.events_out
-        out[event] = out.get(event, 0) + 1
-        return Message(event_text(event.value, payload))
+        out[name] = out.get(name, 0) + 1
+        return Message(event_text(name, payload))
 
     def _send_packet(self, conn: ConnectionId, packet: Message) -> None:
         """Queue an encoded packet for one of this node's connections."""
