@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import socket
 import struct
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -128,6 +130,18 @@ class RawWs:
         self.writer.close()
 
 
+@contextlib.asynccontextmanager
+async def _session(node: Node, user: str = "ann",
+                   rcvbuf: int | None = None) -> AsyncIterator[RawWs]:
+    """A hand-written client with a Socket.IO session; closed on exit."""
+    ws = await RawWs.connect(node, rcvbuf=rcvbuf)
+    try:
+        await _socketio_connect(ws, node, user)
+        yield ws
+    finally:
+        ws.close()
+
+
 async def _socketio_connect(ws: RawWs, node: Node, user: str = "ann") -> None:
     ws.text("40" + json.dumps({"token": node.token(user)}))
     assert (await ws.recv_text()).startswith("40{")
@@ -150,9 +164,7 @@ async def test_a_client_that_reads_slowly_gets_everything_in_order(node: Node) -
     """The node writes faster than the client reads (a small receive window, nothing
     read for a while): the WebSocket pauses, queues, and resumes; nothing is lost or
     reordered, and the sender is not held up."""
-    ws = await RawWs.connect(node, rcvbuf=4096)
-    try:
-        await _socketio_connect(ws, node, "slow")
+    async with _session(node, "slow", rcvbuf=4096) as ws:
         ws.text('421["room:join",{"room":"lobby"}]')
         joined = json.loads((await ws.ack())[3:])[0]
         sender = await node.client("fast")
@@ -168,8 +180,6 @@ async def test_a_client_that_reads_slowly_gets_everything_in_order(node: Node) -
             if text.startswith('42["signal"'):
                 got.append(int(text.rsplit("a=x-n:", 1)[1].split("\\r", 1)[0]))
         assert got == list(range(count))
-    finally:
-        ws.close()
 
 
 @pytest.mark.parametrize(("key", "version"), [
@@ -202,9 +212,7 @@ async def test_fragments_make_one_message_and_control_frames_may_come_between(
 
 
 async def test_frames_split_anywhere_and_many_in_one_write_are_all_read(node: Node) -> None:
-    ws = await RawWs.connect(node)
-    try:
-        await _socketio_connect(ws, node)
+    async with _session(node) as ws:
         frames = b"".join(ws.frame(0x1, f'42{i}["ping",{{}}]'.encode()) for i in range(20))
         for i in range(0, len(frames), 7):  # seven bytes at a time
             ws.send(frames[i:i + 7])
@@ -214,23 +222,17 @@ async def test_frames_split_anywhere_and_many_in_one_write_are_all_read(node: No
         assert [a[:a.index("[")] for a in acks] == [f"43{i}" for i in range(20)]
         ws.send(frames)  # and all in one write
         assert len([await ws.ack() for _ in range(20)]) == 20
-    finally:
-        ws.close()
 
 
 async def test_a_burst_beyond_the_high_water_mark_is_read_in_full(node: Node) -> None:
     """Input beyond 64 kB waiting to be handled pauses reading; handled, it resumes."""
-    ws = await RawWs.connect(node)
-    try:
-        await _socketio_connect(ws, node)
+    async with _session(node) as ws:
         pad = "x" * 100
         count = 2000  # about 250 kB in one write
         ws.send(b"".join(ws.frame(0x1, f'42{i}["ping",{{"pad":"{pad}"}}]'.encode())
                          for i in range(count)))
         acks = [await ws.ack() for _ in range(count)]
         assert [int(a[2:a.index("[")]) for a in acks] == list(range(count))
-    finally:
-        ws.close()
 
 
 @pytest.mark.parametrize(("frame", "code"), [
@@ -255,13 +257,9 @@ async def test_a_frame_against_the_rules_closes_with_its_code_and_no_one_else_no
     carol_log = EventLog(carol)
     await bob.join("lobby")
     joined = await carol.join("lobby")
-    ws = await RawWs.connect(node)
-    try:
-        await _socketio_connect(ws, node)
+    async with _session(node) as ws:
         ws.send(frame(ws))
         assert await ws.closed_with() == code
-    finally:
-        ws.close()
     await bob.signal("lobby", joined.self_id, description={"type": "offer", "sdp": "v=0\r\n"})
     await carol_log.wait_for(SignalReceived)
     sockets = node.server.app[SIO].eio.sockets
@@ -293,17 +291,13 @@ async def test_an_open_websocket_is_not_aiohttps_and_holds_no_task(node: Node) -
 
 async def test_the_node_closing_a_client_sends_a_close_frame_and_ends_tcp(
         node: Node) -> None:
-    ws = await RawWs.connect(node)
-    try:
-        await _socketio_connect(ws, node)
+    async with _session(node) as ws:
         eio = node.server.app[SIO].eio
         (sid,) = eio.sockets
         await eio.disconnect(sid)  # as when a client stops answering pings
         while await ws.recv_text() != "1":  # engine.io's close packet
             pass
         assert await ws.closed_with() == websocket.NORMAL
-    finally:
-        ws.close()
     async with asyncio.timeout(5):
         while node.server.app[SIO].eio.websockets or node.server.app[SIO].eio.sockets:
             await asyncio.sleep(0.02)
@@ -312,9 +306,7 @@ async def test_the_node_closing_a_client_sends_a_close_frame_and_ends_tcp(
 async def test_a_client_that_never_answers_the_close_frame_is_cut(
         node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(websocket, "CLOSE_TIMEOUT", 0.5)
-    ws = await RawWs.connect(node)
-    try:
-        await _socketio_connect(ws, node)
+    async with _session(node) as ws:
         eio = node.server.app[SIO].eio
         (sid,) = eio.sockets
         await eio.disconnect(sid)
@@ -323,8 +315,6 @@ async def test_a_client_that_never_answers_the_close_frame_is_cut(
         async with asyncio.timeout(5):
             assert await ws.reader.read() == b""  # cut
         assert not eio.websockets
-    finally:
-        ws.close()
 
 
 async def test_shutdown_closes_every_websocket(make_node: NodeFactory) -> None:
