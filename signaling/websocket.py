@@ -22,6 +22,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from . import eager
+
 log = logging.getLogger(__name__)
 
 try:  # aiohttp's compiled unmasking: ten times faster than Python's on a 1 kB message
@@ -44,6 +46,7 @@ _HIGH_WATER = 64 * 1024
 CLOSE_TIMEOUT = 5.0
 
 _END = object()  # in the inbox: the connection has ended
+_STARTING: Any = object()  # the reader's first step is running
 
 
 class Sink(Protocol):
@@ -183,6 +186,7 @@ class WebSocket(asyncio.Protocol):
             self._buf = bytearray(buf[pos:])
         else:
             del self._buf[:pos]
+        self._start_reader()
 
     def _frame(self, first: int, payload: bytes) -> bool:
         """Handle one frame; False once the connection is failed or closed."""
@@ -232,8 +236,17 @@ class WebSocket(asyncio.Protocol):
             if self._pending > _HIGH_WATER and not self._held and self._transport is not None:
                 self._held = True
                 self._transport.pause_reading()
-        if self._reader is None:
-            self._reader = self._loop.create_task(self._read())
+
+    def _start_reader(self) -> None:
+        """Hand what came in to a reader, once every frame of this read is in the inbox
+        (it knows which message is the last, and writes what the others cause together)."""
+        if self._reader is None and self._inbox:
+            # Handled now, as far as it goes without waiting (`eager`); the reader's
+            # Task goes on with whatever waits, and with what comes meanwhile.
+            self._reader = _STARTING
+            reader = eager.start(self._loop, self._read())
+            if self._reader is _STARTING:
+                self._reader = reader
 
     async def _read(self) -> None:
         """Hand the inbox to the sink, in order; ends when it is empty."""
@@ -271,6 +284,7 @@ class WebSocket(asyncio.Protocol):
             drain.set_exception(ConnectionResetError("the WebSocket closed"))
         self._buf = self._parts = None
         self._deliver(_END)
+        self._start_reader()
 
     def _fail(self, code: int) -> bool:
         """Close: a protocol error, an oversized message, or the client's close frame
