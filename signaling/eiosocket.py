@@ -50,8 +50,10 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
 
     def write_now(self, message: Any) -> bool:
         """Write a packet at once if nothing is ahead of it and the WebSocket takes it."""
-        if self._held is None and self._idle() and self._ws.writable():
-            self._ws.write_packets([message])
+        ws = self._ws  # `_idle`, spelled out: this runs for nearly every packet
+        if (self._held is None and ws is not None and self._writing is None
+                and self.queue.empty() and ws.writable()):
+            ws.write_packet(message)
             return True
         return False
 
@@ -192,7 +194,7 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         server.eager = last
         try:
             if type(data) is str and data.startswith("4"):  # a text message, most of them
-                await self._message(data[1:])
+                await server.handlers["message"](self.sid, data[1:])
             else:
                 await self.receive(packet.Packet(encoded_packet=data))
         except exceptions.UnknownPacketError:  # pragma: no cover
@@ -200,8 +202,8 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         except exceptions.SocketIsClosedError:  # pragma: no cover
             server.logger.info("Receive error -- socket is closed")
             await ws.aclose()
-        except Exception:  # pragma: no cover
-            server.logger.exception("Unknown receive error")
+        except Exception:
+            server.logger.exception("%s: handling a message failed", self.sid)
         finally:
             server.eager = False
 

@@ -72,9 +72,10 @@ class Room:
         return event
 
     def of_session(self, session: SessionId) -> Participant | None:
-        for p in (*self.participants.values(), *self.hidden.values()):
-            if p.session == session:
-                return p
+        for members in (self.participants, self.hidden):
+            for p in members.values():
+                if p.session == session:
+                    return p
         return None
 
     def to_dict(self) -> dict[str, Any]:

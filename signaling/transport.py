@@ -61,6 +61,10 @@ class EngineWebSocket(websocket.WebSocket):
         """Write packets at once, without waiting (only when `writable`)."""
         self.write(_frames(packets))
 
+    def write_packet(self, pkt: Any) -> None:
+        """`write_packets` of one."""
+        self.write(pkt.frame() if type(pkt) is Message else _frame(pkt.encode()))
+
     async def send_packets(self, packets: list[Any]) -> None:
         """Send packets as one write, not one per frame, waiting while the peer is slow.
 
@@ -85,6 +89,9 @@ class _DeflatedWebSocket:
         return False  # compressed frames go one by one through aiohttp (its zlib state)
 
     def write_packets(self, packets: list[Any]) -> None:  # pragma: no cover - not writable
+        raise NotImplementedError
+
+    def write_packet(self, pkt: Any) -> None:  # pragma: no cover - not writable
         raise NotImplementedError
 
     async def send_packets(self, packets: list[Any]) -> None:
