@@ -76,6 +76,7 @@ def create_app(config: Config) -> web.Application:
     sio = SignalingServer(
         inline_events=INLINE_EVENTS,
         ws_deflate=config.ws_deflate,
+        tasks=store.needs_task,
         async_mode="aiohttp",
         client_manager=manager,
         serializer=TextPacket,

@@ -4,7 +4,8 @@ the Socket.IO connection (`c:<sid>`) or HTTP request (`r:<id>`) whose handling w
 A request's id lives in a context variable, inherited by the tasks its handling
 starts. A connection's is the name of the task handling its events (and of the tasks
 the edge starts for it): a context variable set in a connection's long-lived task
-would cost each idle connection a copy of its context (about 400 bytes).
+would cost each idle connection a copy of its context (about 400 bytes). Input handled
+before any Task exists (`eager.start`) has a context of its own: the variable then.
 """
 
 from __future__ import annotations
@@ -67,3 +68,5 @@ def connection(sid: str, loop: asyncio.AbstractEventLoop | None = None) -> None:
     task = asyncio.current_task(loop)
     if task is not None:
         task.set_name("c:" + sid)
+    else:  # handled before any Task (`eager.start`), in a context of its own
+        CONTEXT.set("c:" + sid)

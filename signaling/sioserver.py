@@ -69,11 +69,11 @@ class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
 
 
 class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
-    def __init__(self, *, inline_events: frozenset[str], ws_deflate: bool,
+    def __init__(self, *, inline_events: frozenset[str], ws_deflate: bool, tasks: bool,
                  **options: Any) -> None:
         super().__init__(**options)
         self._inline = inline_events
-        self.eio.websockets = WebSockets(deflate=ws_deflate,
+        self.eio.websockets = WebSockets(deflate=ws_deflate, tasks=tasks,
                                          max_size=self.eio.max_http_buffer_size)
 
     async def shutdown(self) -> None:

@@ -109,6 +109,10 @@ ResyncListener = Callable[[], Awaitable[None]]
 class Store(abc.ABC):
     """Shared state. Every method may raise `errors.Unavailable` when the backend is down."""
 
+    # Its commands need a current task (`asyncio.timeout`, as redis-py's do): a client's
+    # input is then handled in a Task from the start (`eager.start`).
+    needs_task = True
+
     @abc.abstractmethod
     async def transact(self, keys: Iterable[str], fn: Callable[[Tx], T]) -> T:
         """Run `fn` atomically over the documents under `keys` and commit what it did."""

@@ -28,9 +28,12 @@ class WebSockets:
     """Accepts engine.io's WebSockets, and owns those it took over from aiohttp: what
     is still open when the node shuts down is cut."""
 
-    def __init__(self, *, deflate: bool, max_size: int) -> None:
+    def __init__(self, *, deflate: bool, max_size: int, tasks: bool) -> None:
+        """`tasks`: input is handled in a Task from its first step on, for a store whose
+        commands need one (`eager.start`)."""
         self.deflate = deflate
         self._max = max_size
+        self._tasks = tasks
         self._open: set[websocket.WebSocket] = set()
 
     async def accept(self, environ: dict[str, Any], sink: Sink) -> web.StreamResponse:
@@ -40,7 +43,8 @@ class WebSockets:
         accept = accept_key(request)
         if accept is None:
             return web.Response(status=400, text="not a version-13 WebSocket handshake\n")
-        if take_over(request, accept, sink, self._max, self._open, EngineWebSocket) is None:
+        if take_over(request, accept, sink, self._max, self._open, EngineWebSocket,
+                     tasks=self._tasks) is None:
             return web.Response(status=400, text="the connection is gone\n")
         return HandedOff()
 

@@ -92,7 +92,8 @@ class HandedOff(web.StreamResponse):
 
 
 def take_over(request: web.BaseRequest, accept: str, sink: Sink, max_size: int,
-              owner: set[WebSocket], cls: type[WebSocket]) -> WebSocket | None:
+              owner: set[WebSocket], cls: type[WebSocket], *,
+              tasks: bool) -> WebSocket | None:
     """Answer the upgrade and make the connection a `WebSocket`; None if it is gone.
 
     aiohttp has no API to hand a connection over. Its request handler is told the
@@ -104,7 +105,7 @@ def take_over(request: web.BaseRequest, accept: str, sink: Sink, max_size: int,
     transport = request.transport
     if transport is None or transport.is_closing() or handler is None:
         return None
-    ws = cls(transport, sink, max_size, owner)
+    ws = cls(transport, sink, max_size, owner, tasks=tasks)
     transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
                     + accept.encode() + b"\r\n\r\n")
@@ -122,15 +123,18 @@ class WebSocket(asyncio.Protocol):
     """A server's end of a WebSocket: input to its sink, whole frames out."""
 
     __slots__ = ("_buf", "_closer", "_drain", "_held", "_inbox", "_loop", "_max", "_owner",
-                 "_parts", "_pending", "_reader", "_sink", "_transport", "closing", "paused",
-                 "state")
+                 "_parts", "_pending", "_reader", "_sink", "_tasks", "_transport", "closing",
+                 "paused", "state")
 
     def __init__(self, transport: asyncio.Transport, sink: Sink, max_size: int,
-                 owner: set[WebSocket]) -> None:
+                 owner: set[WebSocket], *, tasks: bool) -> None:
+        """`tasks`: the sink's handling needs a current task from its first step on
+        (`eager.start`), as redis-py's commands do."""
         self._transport: asyncio.Transport | None = transport
         # Kept: finding the running loop costs a system call (getpid) on Python 3.11.
         self._loop = asyncio.get_running_loop()
         self._sink = sink
+        self._tasks = tasks
         self._max = max_size
         self._owner = owner
         owner.add(self)
@@ -244,7 +248,7 @@ class WebSocket(asyncio.Protocol):
             # Handled now, as far as it goes without waiting (`eager`); the reader's
             # Task goes on with whatever waits, and with what comes meanwhile.
             self._reader = _STARTING
-            reader = eager.start(self._loop, self._read())
+            reader = eager.start(self._loop, self._read(), task=self._tasks)
             if self._reader is _STARTING:
                 self._reader = reader
 
