@@ -24,9 +24,9 @@ class _Continued(Coroutine[Any, Any, T]):
 
     __slots__ = ("_coro", "_error", "_result", "_yielded", "done")
 
-    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, T], yielded: Any = _NOTHING) -> None:
         self._coro = coro
-        self._yielded: Any = _NOTHING
+        self._yielded = yielded  # what its first step, already run, yielded
         self._result: Any = None
         self._error: BaseException | None = None
         self.done = False  # the first step finished the coroutine
@@ -80,19 +80,20 @@ def start(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], *, ta
     """
     if asyncio.current_task(loop) is not None:
         return loop.create_task(coro, name=name)
-    continued: _Continued[Any] = _Continued(coro)
     context = contextvars.copy_context()
     if not task:
-        context.run(continued.first_step)
-        if not continued.done:
-            return loop.create_task(continued, name=name, context=context)
-        error, continued._error = continued._error, None
-        if isinstance(error, Exception):  # as a Task's "exception was never retrieved"
+        try:
+            yielded = context.run(coro.send, None)
+        except StopIteration:
+            return None
+        except asyncio.CancelledError:
+            return None  # as a Task that was cancelled: nothing to report
+        except Exception as exc:  # as a Task's "exception was never retrieved"
             loop.call_exception_handler({"message": "an eagerly started coroutine failed",
-                                         "exception": error})
-        elif error is not None and not isinstance(error, asyncio.CancelledError):
-            raise error  # KeyboardInterrupt, SystemExit
-        return None
+                                         "exception": exc})
+            return None
+        return loop.create_task(_Continued(coro, yielded), name=name, context=context)
+    continued: _Continued[Any] = _Continued(coro)
     first = loop.create_task(continued, name=name, context=context)
     asyncio.tasks._enter_task(loop, first)
     try:
