@@ -70,13 +70,22 @@ class MemoryStore(Store):
     async def append(self, lists: Mapping[str, list[str]], keep: int, ttl: float) -> None:
         now = self._clock()
         for key, items in lists.items():
-            entry = self._lists.get(key)
+            entry = self._lists.pop(key, None)  # back in last: the oldest lists come first
             kept = entry[1] if entry is not None and entry[0] > now else []
             kept.extend(items)
             if len(kept) > keep:
                 del kept[:-keep]
             self._lists[key] = (now + ttl, kept)
-        for key in [k for k, (until, _) in self._lists.items() if until <= now]:
+        # Only the expired ones at the front are walked: a day of timelines (every room
+        # a node saw) was walked a few times a second, on the loop, as the node relayed.
+        # With one `ttl` for every list (the timelines' age) that is all of them; a
+        # shorter-lived one behind a longer-lived one is hidden by `items` until then.
+        expired = []
+        for key, (until, _) in self._lists.items():
+            if until > now:
+                break
+            expired.append(key)
+        for key in expired:
             del self._lists[key]
 
     async def items(self, key: str) -> list[str]:

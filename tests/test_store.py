@@ -168,3 +168,22 @@ async def test_timers_fire_once_even_with_several_stores(make_store: StoreFactor
     await a.transact([], lambda tx: tx.schedule("t:3", 0.3))  # replaces the first
     await asyncio.sleep(0.8)
     assert sorted(t for _, t in fired) == ["1", "3"]
+
+
+async def test_memory_lists_expire_oldest_first_and_are_forgotten() -> None:
+    now = [1000.0]
+    store = MemoryStore(clock=lambda: now[0])
+    await store.append({"kept": ["a", "b"]}, keep=3, ttl=10)
+    for i in range(50):
+        await store.append({f"old{i}": ["x"]}, keep=3, ttl=10)
+    now[0] += 5
+    await store.append({"kept": ["c", "d"]}, keep=3, ttl=10)  # refreshed: lives to 1015
+    assert await store.items("kept") == ["b", "c", "d"]
+    now[0] += 6  # 1011: the 50 old lists expired at 1010
+    await store.append({"new": ["e"]}, keep=3, ttl=10)
+    assert await store.items("old0") == [] and await store.items("kept") == ["b", "c", "d"]
+    assert sorted(store._lists) == ["kept", "new"]  # the expired are gone, not only hidden
+    now[0] += 5  # 1016
+    await store.append({"new": ["f"]}, keep=3, ttl=10)
+    assert await store.items("kept") == [] and await store.items("new") == ["e", "f"]
+    assert list(store._lists) == ["new"]
