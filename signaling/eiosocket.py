@@ -4,8 +4,9 @@ python-engineio's WebSocket handler reads in a loop for the connection's life, s
 a Task and a `wait_for` timer for every packet it reads, keeps a writer task per client
 waiting with a timer, and a sleeping ping task: at signaling rates the first two were a
 fifth of what a relayed message cost, and together they were kilobytes per idle
-connection. Here the WebSocket hands over its input as it comes (`ws_message`, from a
-task that runs only while there is input), and the packets are handled as engine.io's
+connection. Here the WebSocket hands over its input as it comes (`ws_message`, called
+from `data_received` and, once a handler waits, from a task that runs only while there
+is input), and the packets are handled as engine.io's
 handler does (python-engineio 4.x's `AsyncSocket._websocket_handler`, kept in step with
 it), upgrades from long-polling included. There is no read timeout: engine.io's
 service task closes a client that stops answering pings. Packets to an idle socket are
