@@ -5,8 +5,8 @@ handler with its parser and queues, two tasks, and the frames of every layer bet
 them: about 12 kB of an idle connection's 22 (bench/README.md). After the handshake
 the node takes the transport from aiohttp instead: frames are parsed as they arrive
 and handled at once (`eager.start`), a task runs only while a handler waits, and an
-idle connection is this object and engine.io's socket. permessage-deflate is not spoken here; with it on,
-the node uses aiohttp's WebSocket (`transport.py`).
+idle connection is this object and engine.io's socket. permessage-deflate is not
+spoken here; with it on, the node uses aiohttp's WebSocket (`transport.py`).
 """
 
 from __future__ import annotations
