@@ -73,7 +73,8 @@ def start(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], *, ta
     With `task`, that Task exists from the start and is the current task during the
     first step, as `asyncio.timeout` (redis-py's commands) needs; it takes one idle
     step after a first step that finished. Without it, the first step has no current
-    task and a Task is made only if it waits: two microseconds less per message.
+    task and a Task is made only if it waits: 0.45 µs per start against 1.96 µs
+    (a plain Task: 0.91 µs).
 
     Outside a task only (a protocol's callback): inside one, `coro` becomes a Task as
     usual, its first step at its turn.
