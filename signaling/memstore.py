@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 class MemoryStore(Store):
     needs_task = False  # nothing here waits on I/O
+
     def __init__(self, log_size: int = 1024, log_age: float = 600.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._log_size = log_size
