@@ -23,7 +23,7 @@ from signaling.ids import ParticipantId
 from .ice import parse_candidate
 from .impair import lose_outgoing_rtp
 from .sink import FrameCounter
-from .taskutil import cancel_and_wait, close_pc, set_local_description
+from .taskutil import cancel_and_wait, close_pc, finish, set_local_description
 from .tracks import SyntheticMedia
 
 log = logging.getLogger(__name__)
@@ -182,14 +182,14 @@ class PeerLink:
     async def close(self) -> None:
         """Stop negotiating, close the peer connection and every sink. Idempotent.
 
-        The work runs in a task of its own, shielded from the caller's cancellation:
-        a peer connection closed halfway keeps its transports and tasks alive.
+        The work runs in a task of its own, to its end even if the caller is cancelled
+        (`finish`): a peer connection closed halfway keeps its transports and tasks alive.
         """
         if self._close_task is None:
             self._closing = True
             self._close_task = asyncio.create_task(
                 self._close(), name=f"media-link-close:{self.remote}")
-        await asyncio.shield(self._close_task)
+        await finish(self._close_task)
 
     async def _close(self) -> None:
         try:

@@ -35,7 +35,7 @@ from .files import AcceptPolicy, FileTransfers, OutgoingFile
 from .forwarded import ForwardedMedia
 from .ice import rtc_configuration
 from .link import LinkStats, PeerLink, SendSignal
-from .taskutil import cancel_and_wait
+from .taskutil import cancel_and_wait, finish
 from .tracks import SyntheticMedia
 
 log = logging.getLogger(__name__)
@@ -154,12 +154,12 @@ class HeadlessPeer:
     async def close(self) -> None:
         """Leave the room, close every peer connection and stop every task. Idempotent.
 
-        Like `PeerLink.close`, the work is shielded from the caller's cancellation.
+        Like `PeerLink.close`, the work runs to its end even if the caller is cancelled.
         """
         if self._close_task is None:
             self._closing = True
             self._close_task = asyncio.create_task(self._close(), name="media-peer-close")
-        await asyncio.shield(self._close_task)
+        await finish(self._close_task)
 
     async def _close(self) -> None:
         try:

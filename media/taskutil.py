@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # How long a cancelled task may take before it is cancelled again.
 _RECANCEL_AFTER = 1.0
@@ -33,6 +37,26 @@ async def cancel_and_wait(task: asyncio.Task[None]) -> None:
         log.error("task %s failed", task.get_name(), exc_info=task.exception())
 
 
+async def finish(work: Awaitable[T]) -> T:
+    """Await `work` (run as a task of its own) to its end even if the caller is cancelled
+    meanwhile, then raise that cancellation.
+
+    For closing (docs/decisions.md): unlike with `asyncio.shield`, the caller returns
+    only once the work is done, so whoever cancelled it (`cancel_and_wait`) does not
+    go on, and perhaps end the event loop, with a close halfway done.
+    """
+    task = asyncio.ensure_future(work)
+    interrupted = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            interrupted = True
+    if interrupted:
+        raise asyncio.CancelledError
+    return task.result()
+
+
 # Where a peer connection keeps its in-flight setLocalDescription (see set_local_description).
 _GATHERING = "_mikoto_gathering"
 
@@ -51,7 +75,16 @@ async def set_local_description(pc: RTCPeerConnection,
 
 
 async def close_pc(pc: RTCPeerConnection) -> None:
-    """Close a peer connection once its in-flight setLocalDescription (if any) is done."""
+    """Close a peer connection once its in-flight setLocalDescription (if any) is done.
+
+    All of it runs even if the caller is cancelled meanwhile (`finish`): aiortc stops
+    the ICE transports, and so closes their sockets, last; a close cut short leaves
+    them open, and a second `pc.close()` then waits forever for the first.
+    """
+    await finish(_close_pc(pc))
+
+
+async def _close_pc(pc: RTCPeerConnection) -> None:
     future: asyncio.Future[None] | None = getattr(pc, _GATHERING, None)
     if future is not None and not future.done():
         await asyncio.wait([future], timeout=_GATHER_WAIT)

@@ -39,7 +39,7 @@ from .ice import rtc_configuration
 from .link import SendSignal
 from .passthrough import check_aiortc_version
 from .recording import RecordJob
-from .taskutil import cancel_and_wait
+from .taskutil import cancel_and_wait, finish
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,10 @@ KINDS = ("echo", "record", "forward")
 Job = EchoJob | RecordJob | ForwardJob
 _CONNECT_BACKOFF = (0.2, 5.0)  # first and largest delay between connect attempts
 LOAD_REPORT_INTERVAL = 1.0  # seconds between checks for a changed load
+
+
+def _unavailable(message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": "unavailable", "message": message}}
 
 
 class MediaWorker:
@@ -115,10 +119,11 @@ class MediaWorker:
     async def _assign(self, data: Any) -> dict[str, Any]:
         job_id, room, kind = str(data["job"]), RoomId(data["room"]), data["kind"]
         requester = ParticipantId(data["requester"]["id"])
-        if kind not in KINDS or self._closing:
-            return {"ok": False, "error": {"code": "unavailable",
-                                           "message": f"this worker does not do {kind}"}}
+        if kind not in KINDS:
+            return _unavailable(f"this worker does not do {kind}")
         me, servers = await self._enter(room)
+        if self._closing:  # checked after the join: close() would not end a job made now
+            return _unavailable("this worker is closing")
         configuration = rtc_configuration(servers, relay_only=self._relay_only)
         job: Job
         if kind == "echo":
@@ -198,7 +203,7 @@ class MediaWorker:
                 if isinstance(job, EchoJob) and job.requester == event.id:
                     self._spawn(self._end(job_id, tell_node=False))
                 elif isinstance(job, RecordJob | ForwardJob) and job.room == event.room:
-                    self._spawn(job.participant_left(event.id))
+                    self._spawn(self._participant_left(job, event.id))
         elif isinstance(event, SessionStarted) and not event.resumed and self._registered.is_set():
             # The node dropped our session (and failed our jobs): start over.
             self._rooms.clear()
@@ -225,12 +230,19 @@ class MediaWorker:
     def _job_done(self, job: EchoJob) -> None:
         self._spawn(self._end(job.id, tell_node=True))
 
+    @staticmethod
+    async def _participant_left(job: RecordJob | ForwardJob, participant: ParticipantId) -> None:
+        # Whole, like a job's close in _end: it closes connections it has already let go of.
+        await finish(job.participant_left(participant))
+
     async def _end(self, job_id: str, *, tell_node: bool) -> None:
         job = self._jobs.pop(job_id, None)
         room = self._job_rooms.pop(job_id, None)
         if job is None or room is None:
             return
-        await job.close()
+        # To its end even if we are cancelled (close() cancels this task, _restart's
+        # caller cancels that one): nobody else holds the job any more.
+        await finish(job.close())
         if tell_node and self._client.connected:
             try:
                 await self._client.release_media(job_id)

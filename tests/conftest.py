@@ -20,9 +20,25 @@ from signaling.memstore import MemoryStore
 from signaling.redisstore import RedisStore
 from signaling.store import Store
 
+from .helpers import open_udp_sockets
 from .redis_server import RedisServer
 
 TEST_SECRET = "test-secret-0123456789-0123456789-abcdef"
+
+
+@pytest.fixture(autouse=True)
+def no_udp_socket_left_open() -> Iterator[None]:
+    """Every test closes the UDP sockets it opened (aiortc's ICE sockets, above all).
+
+    A peer connection whose close was cut short leaves them open, and without this
+    check they surface much later, as a ResourceWarning in whatever test the garbage
+    collector happens to run in. Autouse fixtures are set up first and torn down last,
+    so this runs after the test's own fixtures have closed everything.
+    """
+    before = open_udp_sockets()
+    yield
+    left = open_udp_sockets() - before
+    assert not left, f"UDP sockets left open (descriptor, inode): {sorted(left)}"
 
 
 @dataclasses.dataclass

@@ -1,8 +1,10 @@
-"""Small shared test helpers: a waiting event log for SDK clients, readiness polling."""
+"""Small shared test helpers: a waiting event log for SDK clients, readiness polling,
+the process's open UDP sockets."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -62,3 +64,20 @@ def wait_port(host: str, port: int, timeout: float = 20.0, proto: Any = socket.S
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{host}:{port} did not accept connections") from None
             time.sleep(0.05)
+
+
+def open_udp_sockets() -> set[tuple[int, int]]:
+    """This process's open UDP sockets, as (file descriptor, socket inode) pairs."""
+    inodes = set()
+    for table in ("udp", "udp6"):
+        with open(f"/proc/self/net/{table}") as f:
+            inodes.update(int(line.split()[9]) for line in list(f)[1:])
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except FileNotFoundError:  # the listing's own descriptor, closed by now
+            continue
+        if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+            found.add((int(fd), int(target[8:-1])))
+    return found

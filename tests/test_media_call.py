@@ -168,10 +168,14 @@ async def test_close_survives_the_cancellation_of_its_caller(join_peer: JoinPeer
     ann = await join_peer("ann")
     bob = await join_peer("bob")
     await bob.wait_for_media(participants=[ann.id], timeout=MEDIA_TIMEOUT, **FRAMES)
+    pc = bob.links[ann.id].pc
+    assert pc is not None
     closing = asyncio.create_task(bob.close())
     await asyncio.sleep(0.001)  # bob is now closing its peer connection
     closing.cancel()
     await asyncio.wait([closing])
+    # The cancelled caller got control back only once everything was closed.
+    assert closing.cancelled() and pc.connectionState == "closed" and bob.links == {}
     await bob.close()  # finishes the same work, not a second one
     await eventually(lambda: bob.id not in ann.links)
     assert bob.links == {}
