@@ -49,10 +49,6 @@ async def test_cancel_and_wait_on_a_task_in_finish_waits_for_the_work() -> None:
     assert task.cancelled() and done == [0, 1, 2]
 
 
-def _has_closed(pc: RTCPeerConnection) -> bool:
-    return pc.connectionState == "closed"
-
-
 @pytest.mark.media
 async def test_a_connection_is_closed_whole_even_if_the_closer_is_cancelled() -> None:
     before = open_udp_sockets()
@@ -69,7 +65,7 @@ async def test_a_connection_is_closed_whole_even_if_the_closer_is_cancelled() ->
         closing.cancel()
         await asyncio.wait([closing])
         assert closing.cancelled()
-        assert _has_closed(ann) and open_udp_sockets() - before == set()
+        assert ann.connectionState == "closed" and open_udp_sockets() - before == set()
     finally:
         await ann.close()
         await bob.close()
@@ -88,6 +84,6 @@ async def test_closing_during_a_gather_closes_what_the_gather_opened() -> None:
         closing.cancel()
         await asyncio.wait([closing, offering])
         assert closing.cancelled()
-        assert _has_closed(pc) and open_udp_sockets() - before == set()
+        assert pc.connectionState == "closed" and open_udp_sockets() - before == set()
     finally:
         await pc.close()
