@@ -42,7 +42,12 @@ from .ice import parse_candidate
 from .link import PeerLink, SendSignal
 from .passthrough import PassthroughReceiver, PassthroughTrack, enable_passthrough
 from .passthrough import relay_keyframe_requests as relay_plis
-from .taskutil import cancel_and_wait, close_pc, set_local_description
+from .taskutil import (
+    cancel_and_wait,
+    close_pc,
+    set_local_description,
+    set_remote_description,
+)
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +191,7 @@ class _Downstream:
         except TimeoutError:
             log.warning("down %s: no answer in %.0fs", self.subscriber, ANSWER_TIMEOUT)
             return
-        await self.pc.setRemoteDescription(RTCSessionDescription(
+        await set_remote_description(self.pc, RTCSessionDescription(
             sdp=answer["sdp"], type="answer"))
 
     async def close(self) -> None:

@@ -23,7 +23,13 @@ from signaling.ids import ParticipantId
 from .ice import parse_candidate
 from .impair import lose_outgoing_rtp
 from .sink import FrameCounter
-from .taskutil import cancel_and_wait, close_pc, finish, set_local_description
+from .taskutil import (
+    cancel_and_wait,
+    close_pc,
+    finish,
+    set_local_description,
+    set_remote_description,
+)
 from .tracks import SyntheticMedia
 
 log = logging.getLogger(__name__)
@@ -257,7 +263,7 @@ class PeerLink:
                 log.info("glare with %s: dropping our offer for a fresh connection", self.remote)
                 await self._close_pc()
                 pc = self._new_pc()
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            await set_remote_description(pc, RTCSessionDescription(sdp=sdp, type="offer"))
             await self._flush_candidates(pc)
             await set_local_description(pc, await pc.createAnswer())
             await self._send_local_description(pc)
@@ -266,7 +272,7 @@ class PeerLink:
                 log.info("ignoring an answer from %s we did not ask for", self.remote)
                 return
             self._ignore_offer = False
-            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+            await set_remote_description(self._pc, RTCSessionDescription(sdp=sdp, type="answer"))
             await self._flush_candidates(self._pc)
 
     async def _apply_candidate(self, wire: dict[str, Any] | None) -> None:

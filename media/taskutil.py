@@ -15,8 +15,8 @@ T = TypeVar("T")
 
 # How long a cancelled task may take before it is cancelled again.
 _RECANCEL_AFTER = 1.0
-# How long closing a connection waits for its ICE gathering to finish.
-_GATHER_WAIT = 10.0
+# How long closing a connection waits for a description change (an ICE gather) to end.
+_CHANGE_WAIT = 10.0
 
 
 async def cancel_and_wait(task: asyncio.Task[None]) -> None:
@@ -57,25 +57,36 @@ async def finish(work: Awaitable[T]) -> T:
     return task.result()
 
 
-# Where a peer connection keeps its in-flight setLocalDescription (see set_local_description).
-_GATHERING = "_mikoto_gathering"
+# Where a peer connection keeps its description change in flight (see _carried).
+_IN_FLIGHT = "_mikoto_in_flight"
 
 
 async def set_local_description(pc: RTCPeerConnection,
                                 description: RTCSessionDescription) -> None:
-    """`pc.setLocalDescription`, carried to its end even if the caller is cancelled.
+    """`pc.setLocalDescription`, carried to its end even if the caller is cancelled."""
+    await _carried(pc, pc.setLocalDescription(description))
 
-    aiortc gathers ICE candidates inside it, and aioice opens the UDP sockets of a
-    gather before it records them: a gather cancelled (or overtaken by `pc.close()`)
-    halfway leaks those sockets. So the call runs shielded, and `close_pc` waits for it.
-    """
-    future = asyncio.ensure_future(pc.setLocalDescription(description))
-    setattr(pc, _GATHERING, future)
+
+async def set_remote_description(pc: RTCPeerConnection,
+                                 description: RTCSessionDescription) -> None:
+    """`pc.setRemoteDescription`, carried to its end even if the caller is cancelled."""
+    await _carried(pc, pc.setRemoteDescription(description))
+
+
+async def _carried(pc: RTCPeerConnection, change: Awaitable[None]) -> None:
+    """Both description changes open or close UDP sockets one at a time: the local one
+    gathers ICE candidates, and aioice records a gather's sockets only once all are
+    open; an answer stops the transports its BUNDLE makes redundant, closing their
+    sockets one by one, and aiortc has forgotten them by then. Cut short (or overtaken
+    by `pc.close()`), either leaks sockets. So the change runs shielded, and
+    `close_pc` waits for it."""
+    future = asyncio.ensure_future(change)
+    setattr(pc, _IN_FLIGHT, future)
     await asyncio.shield(future)
 
 
 async def close_pc(pc: RTCPeerConnection) -> None:
-    """Close a peer connection once its in-flight setLocalDescription (if any) is done.
+    """Close a peer connection once its description change in flight (if any) is done.
 
     All of it runs even if the caller is cancelled meanwhile (`finish`): aiortc stops
     the ICE transports, and so closes their sockets, last; a close cut short leaves
@@ -85,9 +96,9 @@ async def close_pc(pc: RTCPeerConnection) -> None:
 
 
 async def _close_pc(pc: RTCPeerConnection) -> None:
-    future: asyncio.Future[None] | None = getattr(pc, _GATHERING, None)
+    future: asyncio.Future[None] | None = getattr(pc, _IN_FLIGHT, None)
     if future is not None and not future.done():
-        await asyncio.wait([future], timeout=_GATHER_WAIT)
+        await asyncio.wait([future], timeout=_CHANGE_WAIT)
     await pc.close()
     if future is not None and future.done() and not future.cancelled():
-        future.exception()  # retrieved: a failed gather of a closing connection is no news
+        future.exception()  # retrieved: a failed change on a closing connection is no news

@@ -7,8 +7,15 @@ import asyncio
 
 import pytest
 from aiortc import RTCPeerConnection
+from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
-from media.taskutil import cancel_and_wait, close_pc, finish, set_local_description
+from media.taskutil import (
+    cancel_and_wait,
+    close_pc,
+    finish,
+    set_local_description,
+    set_remote_description,
+)
 
 from .helpers import open_udp_sockets
 from .media_fixtures import connect, eventually
@@ -87,3 +94,30 @@ async def test_closing_during_a_gather_closes_what_the_gather_opened() -> None:
         assert pc.connectionState == "closed" and open_udp_sockets() - before == set()
     finally:
         await pc.close()
+
+
+@pytest.mark.media
+@pytest.mark.parametrize("steps", range(12))
+async def test_an_answer_applied_halfway_still_closes_what_it_bundles_away(steps: int) -> None:
+    # aiortc's offer has a transport per kind, each with its own sockets; the answer's
+    # BUNDLE stops all but one of them inside setRemoteDescription.
+    before = open_udp_sockets()
+    ann, bob = RTCPeerConnection(), RTCPeerConnection()
+    try:
+        ann.addTrack(AudioStreamTrack())
+        ann.addTrack(VideoStreamTrack())
+        ann.createDataChannel("control")
+        await set_local_description(ann, await ann.createOffer())
+        await bob.setRemoteDescription(ann.localDescription)
+        await set_local_description(bob, await bob.createAnswer())
+        applying = asyncio.create_task(set_remote_description(ann, bob.localDescription))
+        for _ in range(steps):  # cut in at every point of it in turn
+            await asyncio.sleep(0)
+        applying.cancel()
+        await asyncio.wait([applying])
+        await close_pc(ann)
+        await close_pc(bob)
+        assert open_udp_sockets() - before == set()
+    finally:
+        await ann.close()
+        await bob.close()
