@@ -233,6 +233,8 @@ class MediaWorker:
     @staticmethod
     async def _participant_left(job: RecordJob | ForwardJob, participant: ParticipantId) -> None:
         # Whole, like a job's close in _end: it closes connections it has already let go of.
+        # A coroutine of its own, so that a task cancelled before its first step has not
+        # made the job's coroutine yet (one never awaited would be reported).
         await finish(job.participant_left(participant))
 
     async def _end(self, job_id: str, *, tell_node: bool) -> None:
