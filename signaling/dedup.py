@@ -43,6 +43,23 @@ class Dedup:
         future.set_result(ack)
         return ack
 
+    def run_now(self, cid: str, act: Callable[[], Ack | None]) -> Ack | None:
+        """`run` for an act done at once, which returns None when it did nothing: None
+        too when `cid` is known (`run` answers it with the first ack)."""
+        now = time.monotonic()
+        self._expire(now)
+        if cid in self._seen:
+            return None
+        ack = act()
+        if ack is None or _transient(ack):
+            return ack
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        future.set_result(ack)
+        self._seen[cid] = (now + self._window, future)
+        if len(self._seen) > self._limit:
+            self._seen.popitem(last=False)
+        return ack
+
     def _expire(self, now: float) -> None:
         while self._seen:
             cid, (until, _) = next(iter(self._seen.items()))

@@ -208,6 +208,21 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         finally:
             server.eager = False
 
+    def ws_message_now(self, ws: Any, data: str, last: bool) -> bool:
+        """`ws_message` at once, without waiting, when the server's `message_now` takes
+        it; False (nothing done) when it must take the usual way."""
+        if ws.state is not _OPEN or not data.startswith("4"):
+            return False
+        server = self.server
+        server.eager = last
+        try:
+            return bool(server.message_now(self.sid, data[1:]))
+        except Exception:
+            server.logger.exception("%s: handling a message failed", self.sid)
+            return True  # as `ws_message`: logged, and the next message goes on
+        finally:
+            server.eager = False
+
     def ws_dry(self) -> None:
         """The input ran dry: send what it caused."""
         self.server.release()

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 class MemoryStore(Store):
     needs_task = False  # nothing here waits on I/O
+    at_hand = True
 
     def __init__(self, log_size: int = 1024, log_age: float = 600.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -51,12 +52,12 @@ class MemoryStore(Store):
         return result
 
     async def get(self, key: str, kind: type[D]) -> D | None:
-        return self._doc(key, kind)
+        return self.get_now(key, kind)
 
     async def get_many(self, keys: list[str], kind: type[D]) -> list[D | None]:
-        return [self._doc(k, kind) for k in keys]
+        return [self.get_now(k, kind) for k in keys]
 
-    def _doc(self, key: str, kind: type[D]) -> D | None:
+    def get_now(self, key: str, kind: type[D]) -> D | None:
         until = self._expiry.get(key)
         if until is not None and until <= self._clock():
             self._docs.pop(key, None)
@@ -218,7 +219,7 @@ class _MemoryTx(Tx):
             doc = self._docs[key]
             assert doc is None or isinstance(doc, kind)
             return doc
-        return self._store._doc(key, kind)
+        return self._store.get_now(key, kind)
 
     def put(self, key: str, doc: Doc, ttl: float | None = None) -> None:
         self._docs[key] = doc

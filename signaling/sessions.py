@@ -365,6 +365,10 @@ class SessionService:
     async def get(self, session_id: SessionId) -> Session | None:
         return await self._store.get(_key(session_id), Session)
 
+    def get_now(self, session_id: SessionId) -> Session | None:
+        """`get`, without waiting: only with a store that has its sessions at hand."""
+        return self._store.get_now(_key(session_id), Session)
+
     async def of_user(self, user: UserId) -> list[Session]:
         """Every live session (device) of a user, attached or within its grace period."""
         ids = sorted(await self._store.members(user_key(user)))

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+from collections.abc import Callable
 from typing import Any
 
 import engineio
@@ -20,9 +22,14 @@ import socketio
 
 from .deadlines import Deadlines
 from .eiosocket import EngineSocket
-from .fastjson import ack_text, plain_event
+from .fastjson import FastJson, ack_text, plain_event
 from .packetqueue import PacketQueue
 from .transport import Message, WebSockets
+
+# A client's event in the default namespace, its name plain: `2<ack id>["name",`.
+_NAMED_EVENT = re.compile(r'2(\d{0,99})\["([^"\\]{1,64})",')
+
+NowHandler = Callable[..., "dict[str, Any] | None"]
 
 # Names python-socketio routes to handlers of its own events, not a client's.
 _NOT_CLIENT_EVENTS = frozenset({"connect", "disconnect", "*"})
@@ -42,6 +49,8 @@ class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         self.websockets: WebSockets  # set by SignalingServer
         # Every socket's next ping (a closed socket's comes due and is skipped).
         self.pings: Deadlines[EngineSocket] = Deadlines(EngineSocket.send_ping_now)
+        # A client's message handled at once: False when it takes the usual way.
+        self.message_now: Callable[[str, str], bool] = lambda eio_sid, text: False
 
     def create_queue(self, *args: Any, **kwargs: Any) -> PacketQueue:
         return PacketQueue()
@@ -73,8 +82,35 @@ class SignalingServer(socketio.AsyncServer):  # type: ignore[misc]
                  **options: Any) -> None:
         super().__init__(**options)
         self._inline = inline_events
+        self._now: dict[str, NowHandler] = {}
+        self.eio.message_now = self._message_now
         self.eio.websockets = WebSockets(deflate=ws_deflate, tasks=tasks,
                                          max_size=self.eio.max_http_buffer_size)
+
+    def on_now(self, event: str, handler: NowHandler) -> None:
+        """Let `handler(sid, *args)` answer `event` (in the default namespace) at once,
+        where its WebSocket reads it: with the ack, or None to leave the event to its
+        handler (`on`), as if the other had not seen it."""
+        self._now[event] = handler
+
+    def _message_now(self, eio_sid: str, text: str) -> bool:
+        """Handle a client's Socket.IO message at once if a handler `on_now` takes it."""
+        named = _NAMED_EVENT.match(text)
+        if named is None or (handler := self._now.get(named[2])) is None:
+            return False
+        sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+        if sid is None or eio_sid in self._binary_packet or not self.manager.is_connected(sid, "/"):
+            return False
+        try:
+            data = FastJson.loads(text[named.end(1):])
+        except ValueError:  # refused the usual way
+            return False
+        result = handler(sid, *data[1:])
+        if result is None:
+            return False
+        if named[1]:
+            self.post(eio_sid, Message(ack_text(int(named[1]), [result])))
+        return True
 
     async def shutdown(self) -> None:
         await super().shutdown()

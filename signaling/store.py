@@ -121,6 +121,13 @@ class Store(abc.ABC):
     async def get(self, key: str, kind: type[D]) -> D | None:
         """A snapshot of a document: change it only inside a transaction."""
 
+    # Its documents are in this process: `get_now` reads one without waiting.
+    at_hand = False
+
+    def get_now(self, key: str, kind: type[D]) -> D | None:
+        """`get`, without waiting: only where `at_hand`."""
+        raise NotImplementedError(f"{type(self).__name__} keeps its documents elsewhere")
+
     @abc.abstractmethod
     async def get_many(self, keys: list[str], kind: type[D]) -> list[D | None]: ...
 

@@ -57,6 +57,10 @@ class Sink(Protocol):
     async def ws_message(self, ws: Any, data: str | bytes, last: bool) -> None:
         """A message; `last`: nothing more has arrived behind it."""
 
+    def ws_message_now(self, ws: Any, data: str, last: bool) -> bool:
+        """A text message handled at once, without waiting, when nothing is ahead of it;
+        False when it is not (nothing done): it goes to `ws_message`."""
+
     def ws_dry(self) -> None:
         """Everything that arrived has been handled."""
 
@@ -182,7 +186,7 @@ class WebSocket(asyncio.Protocol):
                 break
             payload = _unmask(buf[head + 4:end], buf[head:head + 4])
             pos = end
-            if not self._frame(first, payload):
+            if not self._frame(first, payload, size - end < 2 or not _whole_frame(buf, end)):
                 return
         if pos == size:
             self._buf = None
@@ -192,8 +196,9 @@ class WebSocket(asyncio.Protocol):
             del self._buf[:pos]
         self._start_reader()
 
-    def _frame(self, first: int, payload: bytes) -> bool:
-        """Handle one frame; False once the connection is failed or closed."""
+    def _frame(self, first: int, payload: bytes, last: bool) -> bool:
+        """Handle one frame (`last`: no whole frame behind it); False once the connection
+        is failed or closed."""
         opcode, fin = first & 0x0F, first & 0x80
         if opcode >= _CLOSE:
             if not fin or len(payload) > 125:
@@ -226,9 +231,17 @@ class WebSocket(asyncio.Protocol):
             return True
         if opcode == _TEXT:
             try:
-                self._deliver(payload.decode())
+                text = payload.decode()
             except UnicodeDecodeError:
                 return self._fail(INVALID_DATA)
+            # With nothing ahead of it, a message may be handled right here (no reader, no
+            # coroutine), in order; what was not goes to the reader.
+            if self._reader is None and not self._inbox and self._sink.ws_message_now(
+                    self, text, last):
+                if last:
+                    self._sink.ws_dry()
+            else:
+                self._deliver(text)
         else:
             self._deliver(payload)
         return True
@@ -349,6 +362,23 @@ class WebSocket(asyncio.Protocol):
     def _send_frame(self, first: int, payload: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(bytes((first, len(payload))) + payload)
+
+
+def _whole_frame(buf: bytes | bytearray, pos: int) -> bool:
+    """Whether a whole frame is in `buf` at `pos` (its header's length bytes at least);
+    a malformed one counts as whole: it ends the connection when it is read."""
+    length, head = buf[pos + 1] & 0x7F, pos + 2
+    if length == 126:
+        if len(buf) - head < 2:
+            return False
+        (length,) = struct.unpack_from("!H", buf, head)
+        head += 2
+    elif length == 127:
+        if len(buf) - head < 8:
+            return False
+        (length,) = struct.unpack_from("!Q", buf, head)
+        head += 8
+    return head + 4 + length <= len(buf)
 
 
 def _reply_code(code: int) -> int:

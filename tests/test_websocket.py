@@ -235,6 +235,37 @@ async def test_a_burst_beyond_the_high_water_mark_is_read_in_full(node: Node) ->
         assert [int(a[2:a.index("[")]) for a in acks] == list(range(count))
 
 
+async def test_signals_read_together_are_relayed_and_acked_in_order(node: Node) -> None:
+    """Signals handled where they are read, and those that take the reader (a ping, a
+    refused signal), in one TCP read: every ack and relay in the order sent."""
+    async with _session(node, "ann") as ann, _session(node, "bob") as bob:
+        ids = []
+        for ws in (ann, bob):
+            ws.text('420["room:join",{"room":"lobby"}]')
+            ids.append(json.loads((await ws.ack())[3:])[0]["self"]["id"])
+
+        def signal(i: int, to: str) -> bytes:
+            cid = f',"cid":"c{i}"' if i % 2 else ""
+            cand = f'{{"candidate":"candidate:{i} 1 udp 1 192.0.2.1 9 typ host","sdpMid":"0"}}'
+            body = f'{{"room":"lobby","to":"{to}","candidate":{cand}{cid}}}'
+            return ann.frame(0x1, f'42{i}["signal",{body}]'.encode())
+
+        frames = [signal(i, ids[1]) for i in range(1, 9)]
+        frames[3] = ann.frame(0x1, b'424["ping",{}]')
+        frames[5] = signal(6, "nobody")
+        ann.send(b"".join(frames))
+        acks = [await ann.ack() for _ in range(8)]
+        assert [a[:a.index("[")] for a in acks] == [f"43{i}" for i in range(1, 9)]
+        assert [json.loads(a[a.index("["):])[0].get("ok") for a in acks] == [
+            True, True, True, True, True, False, True, True]
+        relayed = []
+        while len(relayed) < 6:
+            if (text := await bob.recv_text()).startswith('42["signal",'):
+                relayed.append(json.loads(text[2:])[1])
+        assert [r["candidate"]["candidate"].split()[0] for r in relayed] == [
+            f"candidate:{i}" for i in (1, 2, 3, 5, 7, 8)]
+
+
 @pytest.mark.parametrize(("frame", "code"), [
     (lambda ws: ws.frame(0x1, b"40", masked=False), websocket.PROTOCOL_ERROR),
     (lambda ws: ws.frame(0x1, b"40", rsv=0x40), websocket.PROTOCOL_ERROR),  # deflate bit
