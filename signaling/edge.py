@@ -43,7 +43,7 @@ from .errors import (
     Unavailable,
 )
 from .fanout import Fanout
-from .fastjson import event_text
+from .fastjson import event_utf8
 from .files import FileService, Transfer, TransferState
 from .ice import ice_servers
 from .ids import CallId, ConnectionId, ParticipantId, RoomId, SessionId
@@ -233,7 +233,7 @@ class SignalingEdge:
         name: str = event._value_
         out = self.stats.events_out
         out[name] = out.get(name, 0) + 1
-        return Message(event_text(name, payload))
+        return Message.of_utf8(event_utf8(name, payload))
 
     def _send_packet(self, conn: ConnectionId, packet: Message) -> None:
         """Queue an encoded packet for one of this node's connections."""

@@ -26,6 +26,14 @@ class FastJson:
             return json.dumps(obj, separators=(",", ":"))
 
     @staticmethod
+    def dumpb(obj: Any) -> bytes:
+        """`dumps`, encoded as UTF-8."""
+        try:
+            return orjson.dumps(obj)
+        except TypeError:
+            return json.dumps(obj, separators=(",", ":")).encode()
+
+    @staticmethod
     def loads(data: str | bytes, **_: Any) -> Any:
         try:
             return orjson.loads(data)
@@ -33,10 +41,11 @@ class FastJson:
             return json.loads(data)
 
 
-def event_text(name: str, payload: Any) -> str:
-    """`Packet(EVENT, namespace="/", data=[name, payload]).encode()`, without building the
-    Packet (a relayed message's event; tests/test_transport.py holds them equal)."""
-    return "2" + FastJson.dumps([name, payload])
+def event_utf8(name: str, payload: Any) -> bytes:
+    """`Packet(EVENT, namespace="/", data=[name, payload]).encode()` as UTF-8, without
+    building the Packet (a relayed message's event; tests/test_transport.py holds them
+    equal): orjson's bytes go into the WebSocket frame as they are."""
+    return b"2" + FastJson.dumpb([name, payload])
 
 
 def ack_text(id: int, data: list[Any]) -> str:

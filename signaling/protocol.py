@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import BadRequest
 from .ids import CallId, ParticipantId, RoomId, UserId
@@ -139,8 +139,7 @@ class LeaveRequest:
     room: RoomId
 
 
-@dataclass(frozen=True, slots=True)
-class SignalRequest:
+class SignalRequest(NamedTuple):  # not a frozen dataclass: made for every relayed signal
     room: RoomId
     to: ParticipantId
     # The normalized body forwarded to the target: {"description": ...} or {"candidate": ...}.
@@ -207,13 +206,12 @@ def parse_signal(data: object, max_sdp_bytes: int) -> SignalRequest:
     to = obj.get("to")
     if not isinstance(to, str) or not 0 < len(to) <= MAX_ID_LEN:
         raise BadRequest("to must be a participant id")
-    present = [k for k in ("description", "candidate", "restart") if k in obj]
-    if len(present) != 1:
+    if ("description" in obj) + ("candidate" in obj) + ("restart" in obj) != 1:
         raise BadRequest("exactly one of description, candidate and restart is required")
     body: dict[str, Any]
-    if present[0] == "description":
+    if "description" in obj:
         body = {"description": _description(obj["description"], max_sdp_bytes)}
-    elif present[0] == "candidate":
+    elif "candidate" in obj:
         body = {"candidate": _candidate(obj["candidate"])}
     elif obj["restart"] is True:
         body = {"restart": True}

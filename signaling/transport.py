@@ -134,19 +134,36 @@ class Message:
     Message can go to many connections (a room event): its WebSocket frame is made once.
     """
 
-    __slots__ = ("_frame", "text")
+    __slots__ = ("_frame", "_text", "_utf8")
     packet_type = eio_packet.MESSAGE
 
     def __init__(self, text: str) -> None:
-        self.text = text
+        self._text: str | None = text
+        self._utf8: bytes | None = None
         self._frame: bytes | None = None
+
+    @classmethod
+    def of_utf8(cls, data: bytes) -> Message:
+        """The Message of Socket.IO text encoded as UTF-8 (as orjson makes it): framed
+        for a WebSocket without going through a str and back."""
+        message = cls.__new__(cls)
+        message._text, message._utf8, message._frame = None, data, None
+        return message
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            assert self._utf8 is not None
+            self._text = self._utf8.decode()
+        return self._text
 
     def encode(self, b64: bool = False) -> str:
         return "4" + self.text
 
     def frame(self) -> bytes:
         if self._frame is None:
-            self._frame = _frame(self.encode())
+            self._frame = (_frame(self.encode()) if self._utf8 is None
+                           else _framed(b"4" + self._utf8, _TEXT))
         return self._frame
 
 
@@ -161,9 +178,11 @@ _TEXT, _BINARY = 0x81, 0x82  # FIN + opcode: a whole text or binary frame
 def _frame(message: str | bytes) -> bytes:
     """An unmasked, uncompressed WebSocket frame (RFC 6455 5.2), as a server sends."""
     if isinstance(message, str):
-        payload, first = message.encode(), _TEXT
-    else:
-        payload, first = message, _BINARY
+        return _framed(message.encode(), _TEXT)
+    return _framed(message, _BINARY)
+
+
+def _framed(payload: bytes, first: int) -> bytes:
     size = len(payload)
     if size < 126:
         return bytes((first, size)) + payload

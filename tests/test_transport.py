@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 import socketio
 
-from signaling.fastjson import FastJson, TextPacket, ack_text, event_text
+from signaling.fastjson import FastJson, TextPacket, ack_text, event_utf8
+from signaling.transport import Message
 
 from .conftest import Node, NodeFactory
 
@@ -207,10 +208,14 @@ def test_our_packet_decoder_reads_what_python_socketios_reads(encoded: str) -> N
 @pytest.mark.parametrize("payload", [
     {"room": "r", "from": "P1", "description": {"type": "offer", "sdp": "v=0\r\n"}},
     {"n": 2**70, "u": "é\u2028\"", "l": [1.5, None, True]}, "text", 7, None, [],
+    "x" * 1000, "é" * 40_000,  # frames with a 16-bit and a 64-bit length
 ])
 def test_event_and_ack_texts_are_what_python_socketio_encodes(payload: Any) -> None:
-    assert event_text("signal", payload) == TextPacket(
-        socketio.packet.EVENT, namespace="/", data=["signal", payload]).encode()
+    event = TextPacket(socketio.packet.EVENT, namespace="/", data=["signal", payload]).encode()
+    assert event_utf8("signal", payload).decode() == event
+    # framed from those bytes, or from the text, the message is the same
+    assert Message.of_utf8(event_utf8("signal", payload)).frame() == Message(event).frame()
+    assert Message.of_utf8(event_utf8("signal", payload)).text == event
     for data in ([payload], []):
         assert ack_text(42, data) == TextPacket(
             socketio.packet.ACK, namespace="/", id=42, data=data).encode()
