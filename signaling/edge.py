@@ -679,8 +679,13 @@ class SignalingEdge:
             return None
         counts = self.stats.events_in
         counts[_SIGNAL] = counts.get(_SIGNAL, 0) + 1
-        self._emit_local(conn, ServerEvent.SIGNAL, {"room": req.room, "from": sender.id, **body})
-        return self._relayed(started, req.room, sender.id, target.id, body)
+        try:
+            self._emit_local(conn, ServerEvent.SIGNAL,
+                             {"room": req.room, "from": sender.id, **body})
+            return self._relayed(started, req.room, sender.id, target.id, body)
+        except Exception:  # as `_act`
+            log.exception("internal error handling signal")
+            return error(ErrorCode.INTERNAL, "internal error")
 
     def _relayed_body(self, session: Session, body: dict[str, Any]) -> dict[str, Any] | None:
         """What of a signal goes to its target; None when none of it may."""

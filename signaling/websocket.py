@@ -365,8 +365,7 @@ class WebSocket(asyncio.Protocol):
 
 
 def _whole_frame(buf: bytes | bytearray, pos: int) -> bool:
-    """Whether a whole frame is in `buf` at `pos` (its header's length bytes at least);
-    a malformed one counts as whole: it ends the connection when it is read."""
+    """Whether the frame at `pos` (a client's: masked) is in `buf` whole."""
     length, head = buf[pos + 1] & 0x7F, pos + 2
     if length == 126:
         if len(buf) - head < 2:

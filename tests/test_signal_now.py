@@ -159,3 +159,22 @@ async def test_a_signal_to_a_detached_target_takes_the_usual_way_and_is_held(
     [bob_session] = await edge.sessions.of_user("bob")
     assert bob_session.connection is None
     assert bob_session.held == [{"room": "lobby", "from": ann.id, "description": OFFER}]
+
+
+async def test_a_failure_after_the_relay_gets_an_internal_error_as_usual(
+        node: Node, raw: Any, caplog: pytest.LogCaptureFixture) -> None:
+    ways: list[int] = []
+
+    def broken(*_: Any) -> None:
+        ways.append(_coroutines_on_the_stack())
+        raise RuntimeError("a signal watcher that raises")
+
+    node.server.app[EDGE].observers.subscribe_signals(broken)
+    ann, bob = await raw("ann"), await raw("bob")
+    ack = await ann.signal(bob, description=OFFER, cid="c-2")
+    assert ack["error"]["code"] == "internal"
+    assert ways == [0]
+    assert "internal error handling signal" in caplog.text
+    # not remembered as the answer to that cid: sent again, it is acted on again
+    assert (await ann.signal(bob, description=OFFER, cid="c-2"))["error"]["code"] == "internal"
+    assert ways == [0, 0]
