@@ -26,10 +26,7 @@ class Dedup:
         seen = self._seen.get(cid)
         if seen is not None:
             return await asyncio.shield(seen[1])
-        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
-        self._seen[cid] = (now + self._window, future)
-        if len(self._seen) > self._limit:
-            self._seen.popitem(last=False)
+        future = self._remember(cid, now)
         try:
             ack = await act()
         except BaseException as exc:
@@ -51,14 +48,17 @@ class Dedup:
         if cid in self._seen:
             return None
         ack = act()
-        if ack is None or _transient(ack):
-            return ack
+        if ack is not None and not _transient(ack):
+            self._remember(cid, now).set_result(ack)
+        return ack
+
+    def _remember(self, cid: str, now: float) -> asyncio.Future[Ack]:
+        """The future of `cid`'s ack, kept for `window` seconds from `now`."""
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
-        future.set_result(ack)
         self._seen[cid] = (now + self._window, future)
         if len(self._seen) > self._limit:
             self._seen.popitem(last=False)
-        return ack
+        return future
 
     def _expire(self, now: float) -> None:
         while self._seen:
