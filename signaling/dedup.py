@@ -18,15 +18,17 @@ class Dedup:
         self._window = window
         self._limit = limit
         # cid -> (remembered until, the ack, or the future of an ack still being made)
-        self._seen: OrderedDict[str, tuple[float, asyncio.Future[Ack]]] = OrderedDict()
+        self._seen: OrderedDict[str, tuple[float, Ack | asyncio.Future[Ack]]] = OrderedDict()
 
     async def run(self, cid: str, act: Callable[[], Awaitable[Ack]]) -> Ack:
         now = time.monotonic()
         self._expire(now)
         seen = self._seen.get(cid)
         if seen is not None:
-            return await asyncio.shield(seen[1])
-        future = self._remember(cid, now)
+            made = seen[1]
+            return made if isinstance(made, dict) else await asyncio.shield(made)
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        self._keep(cid, now, future)
         try:
             ack = await act()
         except BaseException as exc:
@@ -35,8 +37,11 @@ class Dedup:
             future.set_exception(exc)
             future.exception()  # retrieved: a retry waiting on it re-raises, nobody else
             raise
+        kept = self._seen.get(cid)
         if _transient(ack):
             self._seen.pop(cid, None)  # a retry should try again, not get this again
+        elif kept is not None and kept[1] is future:
+            self._seen[cid] = (kept[0], ack)
         future.set_result(ack)
         return ack
 
@@ -49,16 +54,15 @@ class Dedup:
             return None
         ack = act()
         if ack is not None and not _transient(ack):
-            self._remember(cid, now).set_result(ack)
+            # The ack itself, not a Future: making one asks for the running loop, which
+            # on Python 3.11 is a system call (getpid) per relayed signal.
+            self._keep(cid, now, ack)
         return ack
 
-    def _remember(self, cid: str, now: float) -> asyncio.Future[Ack]:
-        """The future of `cid`'s ack, kept for `window` seconds from `now`."""
-        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
-        self._seen[cid] = (now + self._window, future)
+    def _keep(self, cid: str, now: float, made: Ack | asyncio.Future[Ack]) -> None:
+        self._seen[cid] = (now + self._window, made)
         if len(self._seen) > self._limit:
             self._seen.popitem(last=False)
-        return future
 
     def _expire(self, now: float) -> None:
         while self._seen:
@@ -73,19 +77,15 @@ class Dedup:
     def export(self, last: int = 64) -> dict[str, Ack]:
         """The latest acks already made (what a retry on another node needs)."""
         self._expire(time.monotonic())
-        done = [(cid, f.result()) for cid, (_, f) in self._seen.items()
-                if f.done() and not f.cancelled() and f.exception() is None]
+        done = [(cid, made) for cid, (_, made) in self._seen.items() if isinstance(made, dict)]
         return dict(done[-last:])
 
     def load(self, acks: dict[str, Ack]) -> None:
         """Remember acks made on another node (a session that resumed here)."""
-        until = time.monotonic() + self._window
-        loop = asyncio.get_running_loop()
+        now = time.monotonic()
         for cid, ack in acks.items():
             if cid not in self._seen:
-                future: asyncio.Future[Ack] = loop.create_future()
-                future.set_result(ack)
-                self._seen[cid] = (until, future)
+                self._keep(cid, now, ack)
 
 
 def _transient(ack: Ack) -> bool:
