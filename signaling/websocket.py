@@ -162,19 +162,9 @@ class WebSocket(asyncio.Protocol):
             self._buf += data
             buf = self._buf
         size, pos = len(buf), 0
-        while size - pos >= 2:
+        while (header := _header(buf, pos)) is not None:
+            head, length = header
             first, second = buf[pos], buf[pos + 1]
-            length, head = second & 0x7F, pos + 2
-            if length == 126:
-                if size - head < 2:
-                    break
-                (length,) = struct.unpack_from("!H", buf, head)
-                head += 2
-            elif length == 127:
-                if size - head < 8:
-                    break
-                (length,) = struct.unpack_from("!Q", buf, head)
-                head += 8
             if first & 0x70 or not second & 0x80:  # extension bits; an unmasked frame
                 self._fail(PROTOCOL_ERROR)
                 return
@@ -186,7 +176,9 @@ class WebSocket(asyncio.Protocol):
                 break
             payload = _unmask(buf[head + 4:end], buf[head:head + 4])
             pos = end
-            if not self._frame(first, payload, size - end < 2 or not _whole_frame(buf, end)):
+            following = _header(buf, end)
+            if not self._frame(first, payload,
+                               following is None or sum(following) + 4 > size):
                 return
         if pos == size:
             self._buf = None
@@ -364,20 +356,22 @@ class WebSocket(asyncio.Protocol):
             self._transport.write(bytes((first, len(payload))) + payload)
 
 
-def _whole_frame(buf: bytes | bytearray, pos: int) -> bool:
-    """Whether the frame at `pos` (a client's: masked) is in `buf` whole."""
+def _header(buf: bytes | bytearray, pos: int) -> tuple[int, int] | None:
+    """Where the mask of the frame at `pos` starts and its payload's length; None while
+    its header has not all arrived."""
+    size = len(buf)
+    if size - pos < 2:
+        return None
     length, head = buf[pos + 1] & 0x7F, pos + 2
     if length == 126:
-        if len(buf) - head < 2:
-            return False
-        (length,) = struct.unpack_from("!H", buf, head)
-        head += 2
-    elif length == 127:
-        if len(buf) - head < 8:
-            return False
-        (length,) = struct.unpack_from("!Q", buf, head)
-        head += 8
-    return head + 4 + length <= len(buf)
+        if size - head < 2:
+            return None
+        return head + 2, struct.unpack_from("!H", buf, head)[0]
+    if length == 127:
+        if size - head < 8:
+            return None
+        return head + 8, struct.unpack_from("!Q", buf, head)[0]
+    return head, length
 
 
 def _reply_code(code: int) -> int:

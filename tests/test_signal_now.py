@@ -56,23 +56,27 @@ class Raw:
         return await asyncio.wait_for(self.signals.get(), 5)
 
 
+async def _member(node: Node, http: aiohttp.ClientSession, user: str) -> Raw:
+    """A bare client of `user`, joined to the lobby."""
+    client = socketio.AsyncClient(reconnection=False, http_session=http)
+    await client.connect(node.url, auth={"token": node.token(user)}, transports=["websocket"])
+    member = Raw(client)
+    await member.join()
+    return member
+
+
 @pytest.fixture
 async def raw(node: Node) -> AsyncIterator[Any]:
-    made: list[socketio.AsyncClient] = []
+    made: list[Raw] = []
     http = aiohttp.ClientSession()
 
     async def connect(user: str) -> Raw:
-        client = socketio.AsyncClient(reconnection=False, http_session=http)
-        made.append(client)
-        await client.connect(node.url, auth={"token": node.token(user)},
-                             transports=["websocket"])
-        member = Raw(client)
-        await member.join()
-        return member
+        made.append(await _member(node, http, user))
+        return made[-1]
 
     yield connect
-    for client in made:
-        await client.disconnect()
+    for member in made:
+        await member.client.disconnect()
     await http.close()
 
 
@@ -126,24 +130,17 @@ async def test_refusals_are_the_usual_ones(raw: Any, ways: list[int],
 
 async def test_a_signal_over_the_rate_limit_is_refused_as_usual(make_node: Any) -> None:
     node = await make_node(rate_signal="1/3")
-    http = aiohttp.ClientSession()
-    clients = [socketio.AsyncClient(reconnection=False, http_session=http) for _ in range(2)]
-    try:
-        for client, user in zip(clients, ("ann", "bob"), strict=True):
-            await client.connect(node.url, auth={"token": node.token(user)},
-                                 transports=["websocket"])
-        ann, bob = Raw(clients[0]), Raw(clients[1])
-        await ann.join()
-        await bob.join()
-        acks = [await ann.signal(bob, candidate=None) for _ in range(5)]
-        assert [a["ok"] for a in acks[:3]] == [True, True, True]
-        assert {a["error"]["code"] for a in acks[3:]} == {"rate_limited"}
-        assert [await bob.received() for _ in range(3)]
-        assert bob.signals.empty()
-    finally:
-        for client in clients:
-            await client.disconnect()
-        await http.close()
+    async with aiohttp.ClientSession() as http:
+        ann, bob = await _member(node, http, "ann"), await _member(node, http, "bob")
+        try:
+            acks = [await ann.signal(bob, candidate=None) for _ in range(5)]
+            assert [a["ok"] for a in acks[:3]] == [True, True, True]
+            assert {a["error"]["code"] for a in acks[3:]} == {"rate_limited"}
+            assert [await bob.received() for _ in range(3)]
+            assert bob.signals.empty()
+        finally:
+            for member in (ann, bob):
+                await member.client.disconnect()
 
 
 async def test_a_signal_to_a_detached_target_takes_the_usual_way_and_is_held(
