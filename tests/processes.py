@@ -51,6 +51,25 @@ class Served:
                 found.extend(int(pid) for pid in f.read().split())
         return found
 
+    def listening(self) -> list[int]:
+        """Pids of serve's processes that hold a listening socket on its port."""
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as f:
+                for row in f.readlines()[1:]:
+                    cols = row.split()  # cols[1] local address, [3] state, [9] inode
+                    if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == self.port:
+                        inodes.add(f"socket:[{cols[9]}]")
+        held = []
+        for pid in self.children():
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+                if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in fds):
+                    held.append(pid)
+            except OSError:  # the process or the descriptor is gone
+                continue
+        return held
+
 
 @contextmanager
 def serving(log: Path | None = None, **env: str) -> Iterator[Served]:

@@ -262,8 +262,13 @@ async def test_serve_workers_runs_processes_on_one_port_sharing_redis(
     prefix = redis_prefix()
     with serving(**FAST, MIKOTO_RTC_REDIS_URL=redis_server.url, MIKOTO_RTC_REDIS_PREFIX=prefix,
                  MIKOTO_RTC_PROCESSES="2") as served:
+        # The parent's port answers once one process listens; the other may still start.
+        async with asyncio.timeout(20):
+            while len(served.listening()) < 2:
+                await asyncio.sleep(0.05)
         async with clients() as connect:
-            everyone = [await connect(served.url, f"u{i}") for i in range(12)]
+            # The kernel hashes each connection to a process: 16 all on one is 1 in 32,768.
+            everyone = [await connect(served.url, f"u{i}") for i in range(16)]
             joined = [await c.join("lobby") for c in everyone]
             r = aioredis.Redis.from_url(redis_server.url)
             try:
@@ -274,7 +279,7 @@ async def test_serve_workers_runs_processes_on_one_port_sharing_redis(
             assert len(nodes) == 2, "the kernel spreads connections over both processes"
             logs = [EventLog(c) for c in everyone]
             for i, client in enumerate(everyone):
-                await client.signal("lobby", joined[(i + 1) % 12].self_id, description=OFFER)
+                await client.signal("lobby", joined[(i + 1) % 16].self_id, description=OFFER)
             for i, log in enumerate(logs):
                 assert (await log.wait_for(SignalReceived)).sender == joined[i - 1].self_id
         children = served.children()
