@@ -4,7 +4,7 @@ which requests were refused, who left and why) — never what a description or a
 candidate said.
 
 A watcher of the edge's observations. Entries are buffered and appended to the store
-in batches a few times a second, off the relay path. Signals are counted, not written
+in batches a few times a second, off the relay path, a chunk per turn of the loop. Signals are counted, not written
 one by one (a call trickles dozens of candidates, and a node relays tens of thousands
 of signals a second): one entry per sender, target, kind (and candidate type) and
 batch, with its `count`, total `bytes` and the `at` of the first. each room's and call's timeline
@@ -20,9 +20,11 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from .errors import RtcError
+from .fastjson import FastJson
 from .ids import CallId, RoomId
 from .observe import Observation, Seen
 from .store import Store
@@ -31,6 +33,9 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.25
 MAX_PENDING = 10_000
+FLUSH_CHUNK = 100  # signal entries encoded and appended per turn of the loop
+# (room, sender, to, kind, candidate type, pc); counted as [first at, count, bytes]
+_SignalKey = tuple[str, str, str, str, str | None, str | None]
 _SKIPPED = frozenset({Seen.CONNECTED, Seen.CONNECT_REFUSED, Seen.DISCONNECTED})
 
 
@@ -48,8 +53,9 @@ class Timelines:
         self._keep = keep
         self._age = age
         self._pending: dict[str, list[str]] = {}
-        # (room, sender, to, kind, candidate type, pc) -> [first at, count, bytes]
-        self._signals: dict[tuple[str, str, str, str, str | None, str | None], list[Any]] = {}
+        self._signals: dict[_SignalKey, list[Any]] = {}
+        self._out: deque[tuple[_SignalKey, list[Any]]] = deque()  # taken, not yet appended
+        self._flushing = asyncio.Lock()
         self._count = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -120,24 +126,42 @@ class Timelines:
             await asyncio.sleep(FLUSH_INTERVAL)
 
     async def _flush(self) -> None:
-        signals, self._signals = self._signals, {}
-        for (room, sender, to, kind, typ, pc), (at, count, size) in signals.items():
-            entry = {"at": int(at * 1000), "event": "signal", "room": room, "sender": sender,
-                     "to": to, "kind": kind, "count": count, "bytes": size}
-            if typ is not None:
-                entry["type"] = typ
-            if pc is not None:
-                entry["pc"] = pc
-            self._pending.setdefault(room_key(RoomId(room)), []).append(
-                json.dumps(entry, separators=(",", ":")))
-        if not self._pending:
-            return
-        batch, self._pending, self._count = self._pending, {}, 0
-        try:
-            await self._store.append(batch, self._keep, self._age)
-        except RtcError as exc:
-            log.warning("dropped %d timeline entries: %s",
-                        sum(map(len, batch.values())), exc.message)
+        """Append what was seen, a chunk per turn of the loop: thousands of calls give
+        thousands of signal entries per flush, which written at once held every relay
+        behind them for milliseconds. A flush cancelled between chunks leaves the rest
+        in `_out` for the next one."""
+        async with self._flushing:
+            out = self._out
+            out.extend(self._signals.items())
+            self._signals = {}
+            batch, self._pending, self._count = self._pending, {}, 0
+            dropped = 0
+            while batch or out:
+                for _ in range(min(FLUSH_CHUNK, len(out))):
+                    key, counted = out.popleft()
+                    batch.setdefault(room_key(RoomId(key[0])), []).append(
+                        _signal_entry(key, counted))
+                try:
+                    await self._store.append(batch, self._keep, self._age)
+                except RtcError as exc:
+                    dropped += sum(map(len, batch.values()))
+                    reason = exc.message
+                batch = {}
+                if out:
+                    await asyncio.sleep(0)
+            if dropped:
+                log.warning("dropped %d timeline entries: %s", dropped, reason)
+
+
+def _signal_entry(key: _SignalKey, counted: list[Any]) -> str:
+    (room, sender, to, kind, typ, pc), (at, count, size) = key, counted
+    entry = {"at": int(at * 1000), "event": "signal", "room": room, "sender": sender,
+             "to": to, "kind": kind, "count": count, "bytes": size}
+    if typ is not None:
+        entry["type"] = typ
+    if pc is not None:
+        entry["pc"] = pc
+    return FastJson.dumps(entry)
 
 
 def _candidate_type(candidate: str) -> str | None:
