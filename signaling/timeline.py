@@ -4,13 +4,13 @@ which requests were refused, who left and why) — never what a description or a
 candidate said.
 
 A watcher of the edge's observations. Entries are buffered and appended to the store
-in batches a few times a second, off the relay path, a chunk per turn of the loop. Signals are counted, not written
-one by one (a call trickles dozens of candidates, and a node relays tens of thousands
-of signals a second): one entry per sender, target, kind (and candidate type) and
-batch, with its `count`, total `bytes` and the `at` of the first. each room's and call's timeline
-keeps its last `keep` entries and is forgotten `age` seconds after its last one. A
-timeline is best effort: entries that cannot be written (the store is down) are
-dropped, with a log line.
+in batches a few times a second, off the relay path, a chunk per turn of the loop.
+Signals are counted, not written one by one (a call trickles dozens of candidates, and
+a node relays tens of thousands of signals a second): one entry per sender, target,
+kind (and candidate type) and batch, with its `count`, total `bytes` and the `at` of
+the first. Each room's and call's timeline keeps its last `keep` entries and is
+forgotten `age` seconds after its last one. A timeline is best effort: entries that
+cannot be written (the store is down) are dropped, with a log line.
 """
 
 from __future__ import annotations
