@@ -13,15 +13,21 @@ import asyncio
 import heapq
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Generic, TypeVar
+
+from .pacing import Pacer
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
 class Deadlines(Generic[T]):
-    def __init__(self, fire: Callable[[T], None]) -> None:
+    def __init__(self, fire: Callable[[T], None], per_turn: int = 32) -> None:
         self._fire = fire
+        # Connections that came together have their deadlines together (a node's clients
+        # reconnect within a second after it restarts): `per_turn` fire per turn of the loop.
+        self._pacer = Pacer(per_turn)
         self._heap: list[tuple[float, int, T]] = []
         self._count = 0  # a tiebreak, so entries never compare their items
         self._timer: asyncio.TimerHandle | None = None
@@ -40,9 +46,10 @@ class Deadlines(Generic[T]):
             self._timer.cancel()
             self._timer = None
         self._heap.clear()
+        self._pacer.close()
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._heap) + len(self._pacer)
 
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._timer is not None:
@@ -53,10 +60,6 @@ class Deadlines(Generic[T]):
         loop = asyncio.get_running_loop()
         now = loop.time()
         while self._heap and self._heap[0][0] <= now:
-            item = heapq.heappop(self._heap)[2]
-            try:
-                self._fire(item)
-            except Exception:  # one bad deadline must not stop the others
-                log.exception("deadline %r failed", item)
+            self._pacer.call(partial(self._fire, heapq.heappop(self._heap)[2]))
         self._timer = None
         self._arm(loop)

@@ -121,7 +121,9 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
         if not self.closing and not self.closed:
             self.last_ping = time.time()
             self.release()
-            self._put(packet.Packet(packet.PING))
+            ping = packet.Packet(packet.PING)
+            if not self.write_now(ping):  # not a writer task for every idle connection
+                self._put(ping)
 
     async def receive(self, pkt: packet.Packet) -> None:
         if pkt.packet_type == packet.MESSAGE:
@@ -211,7 +213,12 @@ class EngineSocket(async_socket.AsyncSocket):  # type: ignore[misc]
     def ws_message_now(self, ws: Any, data: str, last: bool) -> bool:
         """`ws_message` at once, without waiting, when the server's `message_now` takes
         it; False (nothing done) when it must take the usual way."""
-        if ws.state is not _OPEN or not data.startswith("4"):
+        if ws.state is not _OPEN:
+            return False
+        if data == "3":  # a pong (engine.io's `receive`): the next ping, without a task
+            self.schedule_ping()
+            return True
+        if not data.startswith("4"):
             return False
         server = self.server
         server.eager = last

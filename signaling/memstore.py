@@ -13,12 +13,16 @@ import logging
 import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from .ids import RoomId
+from .pacing import Pacer
 from .store import D, Doc, EventListener, ResyncListener, RoomEvent, Store, T, TimerHandler, Tx
 
 log = logging.getLogger(__name__)
+
+TIMERS_PER_TURN = 8  # a session's expiry is about 100 µs: a millisecond per turn at most
 
 
 class MemoryStore(Store):
@@ -40,6 +44,10 @@ class MemoryStore(Store):
         self._listeners: list[EventListener] = []
         self._handlers: dict[str, TimerHandler] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        # Timers set together (the sessions of a network that dropped) come due together:
+        # their handlers start a few per turn of the loop, not all in one.
+        self._pacer = Pacer(TIMERS_PER_TURN)
+        self._due: set[str] = set()  # fired, waiting for their turn
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def transact(self, keys: Iterable[str], fn: Callable[[Tx], T]) -> T:
@@ -128,6 +136,8 @@ class MemoryStore(Store):
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        self._pacer.close()
+        self._due.clear()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -185,9 +195,17 @@ class MemoryStore(Store):
         handle = self._timers.pop(timer, None)
         if handle is not None:
             handle.cancel()
+        self._due.discard(timer)  # fired, but its turn had not come: it does not run
 
     def _fire(self, timer: str) -> None:
         del self._timers[timer]
+        self._due.add(timer)
+        self._pacer.call(partial(self._run_due, timer))
+
+    def _run_due(self, timer: str) -> None:
+        if timer not in self._due:
+            return
+        self._due.remove(timer)
         for prefix, handler in self._handlers.items():
             if timer.startswith(prefix):
                 self._spawn(_guard(timer, handler(timer[len(prefix):])))

@@ -187,6 +187,26 @@ async def test_a_websocket_client_that_falls_silent_is_closed(make_node: NodeFac
     await ann.ping()  # ann answered the pings all along: still connected
 
 
+async def test_a_websocket_client_that_answers_pings_keeps_getting_them(
+        make_node: NodeFactory) -> None:
+    """Each pong sets up the next ping (handled where the WebSocket reads it): a client
+    that answers is pinged every interval and stays connected."""
+    node = await make_node(ping_interval=0.2, ping_timeout=0.2)
+    url = node.url + "/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        assert (await ws.receive_str()).startswith("0{")
+        await ws.send_str("40" + json.dumps({"token": node.token("bob")}))
+        pings = 0
+        async with asyncio.timeout(10):
+            while pings < 4:  # 0.8 s: twice interval + timeout
+                message = await ws.receive()
+                assert message.type == aiohttp.WSMsgType.TEXT, message
+                if message.data == "2":
+                    pings += 1
+                    await ws.send_str("3")
+        assert not ws.closed
+
+
 @pytest.mark.parametrize("encoded", [
     '2["signal",{"room":"r","sdp":"v=0\\r\\n"}]', '217["ping",{"t":1}]', "3123[{\"ok\":true}]",
     '2[]', '2/admin,4["x"]', '0{"token":"t"}', "1", "41", '451-["x",{"_placeholder":true,"num":0}]',
