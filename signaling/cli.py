@@ -19,6 +19,7 @@ from .app import create_app
 from .auth import Grants, issue_token
 from .config import Config, Env
 from .errors import ConfigError
+from .sched import request_slice
 from .workerproc import Children, embedded_workers
 
 # What a media worker that holds the secret mints itself: every room, hidden, nothing else.
@@ -104,6 +105,8 @@ def _serve(args: argparse.Namespace) -> None:
         with asyncio.Runner(loop_factory=_event_loop) as runner:
             runner.run(_supervise(config))
         return
+    if config.sched_slice_us:
+        request_slice(config.sched_slice_us)
     app = create_app(config)
     if config.media_workers:
         app.cleanup_ctx.append(embedded_workers(config))
@@ -174,6 +177,7 @@ def _media_worker(args: argparse.Namespace) -> None:
         raise ConfigError("media-worker needs a service token (MIKOTO_RTC_WORKER_TOKEN) "
                           "or the node's secret (MIKOTO_RTC_SECRET) to mint its own")
     _logging(config)
+    request_slice(0)  # the node's short slices are not for codec work (signaling/sched.py)
     from media.service import serve_worker  # the node itself never needs aiortc
 
     asyncio.run(serve_worker(config.worker_url, token, capacity=config.worker_capacity,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -47,6 +48,7 @@ def test_token_command_needs_the_secret() -> None:
     {"MIKOTO_RTC_ENV": "production", "MIKOTO_RTC_SECRET": "dev-only-change-me"},
     {"MIKOTO_RTC_PORT": "not-a-port"},
     {"MIKOTO_RTC_PROCESSES": "2"},  # several processes share state only through Redis
+    {"MIKOTO_RTC_SCHED_SLICE_US": "50"},  # below what the kernel takes
 ])
 def test_serve_refuses_bad_configuration(env: dict[str, str]) -> None:
     out = _cli("serve", **env)
@@ -67,6 +69,29 @@ async def test_served_node_takes_calls_with_cli_tokens(served: Served) -> None:
         assert (await client.join("lobby")).user == "u1"
     finally:
         await client.close()
+
+
+def _slice(pid: int | str) -> int:
+    with open(f"/proc/{pid}/sched") as f:
+        for line in f:
+            if line.startswith("se.slice"):
+                return int(line.split(":")[1])
+    pytest.skip("this kernel shows no scheduler slice (EEVDF custom slices: Linux 6.12)")
+
+
+async def test_a_node_asks_for_short_slices_and_its_media_worker_does_not() -> None:
+    default = _slice("self")
+    with serving() as node:
+        assert _slice(node.proc.pid) == 100_000  # 100 µs, the default setting
+        async with asyncio.timeout(30):  # the media worker `serve` starts beside it
+            while not node.children():
+                await asyncio.sleep(0.1)
+            (worker,) = node.children()
+            while _slice(worker) != default:  # it inherits the node's, and gives it back
+                await asyncio.sleep(0.1)
+        assert default != 100_000
+    with serving(MIKOTO_RTC_SCHED_SLICE_US="0") as node:
+        assert _slice(node.proc.pid) == default
 
 
 def test_sigterm_drains_clients_and_stops_within_the_bound(served: Served) -> None:
