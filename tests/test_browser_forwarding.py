@@ -139,7 +139,9 @@ async def test_chromium_and_aiortc_subscribers_receive_a_chromium_publisher_forw
             "(id) => window.mikotoDemo.timings().firstVideoAt[id] !== undefined", arg=pub)
         timings = await late.evaluate("() => window.mikotoDemo.timings()")
         delay = timings["firstVideoAt"][pub] - timings["downConnectedAt"]
-        assert 0 <= delay < 1000, timings
+        # Seen by two callbacks: the first frame's poll may run a moment before the
+        # `connected` event's (measured: 1 ms before).
+        assert -100 <= delay < 1000, timings
         assert not robot.links  # no mesh offer from the late page reached it
         # Two publishers (audio + video in), the four get the others' tracks (12 out).
         assert forward_job(worker).load == 4 + 12
