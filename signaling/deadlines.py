@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import logging
 from collections.abc import Callable
 from functools import partial
 from typing import Generic, TypeVar
@@ -19,7 +18,6 @@ from typing import Generic, TypeVar
 from .pacing import Pacer
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
 
 
 class Deadlines(Generic[T]):
