@@ -78,6 +78,19 @@ def cpu_seconds(pid: int) -> float:
     return total / CLK_TCK
 
 
+def slice_us(pid: int) -> float | None:
+    """The scheduler time slice the process has (Linux 6.6+ shows it): ours asks for a
+    short one (signaling/sched.py), the reference keeps the kernel's default."""
+    try:
+        with open(f"/proc/{pid}/sched") as f:
+            for line in f:
+                if line.startswith("se.slice"):
+                    return int(line.split(":")[1]) / 1000
+    except OSError:
+        pass
+    return None
+
+
 def rss_kb(pid: int) -> int:
     """VmRSS of the process tree, in kB."""
     total = 0
@@ -456,6 +469,7 @@ def bench_server(name: str, procs: Procs, start: Any, port: int, opts: argparse.
         server = start_server(name, procs, start, port, opts, workdir)
         proc, pid, run = server.proc, server.pid, server.run
         out["rss_start_kb"] = rss_kb(pid)
+        out["slice_us"] = slice_us(pid)
 
         # (c) idle connections: RSS before and while holding; connect+join rate. Once
         # with the client offering permessage-deflate as browsers do, once without.
@@ -624,6 +638,8 @@ def notes(results: list[dict[str, Any]]) -> str:
             line += (f"; latency run: sent {lat.get('sent')}, received {lat.get('received')},"
                      f" p99.9 {_fmt(_get(lat, 'latency_ms', 'p999'))} ms,"
                      f" max {_fmt(_get(lat, 'latency_ms', 'max'))} ms")
+        if r.get("slice_us") is not None:
+            line += f"; scheduler slice {r['slice_us']:g} µs"
         if idle:
             line += (f"; idle: RSS {idle['rss_before_kb'] / 1024:.1f} ->"
                      f" {idle['rss_holding_kb'] / 1024:.1f} MiB for {idle['conns']} conns"
